@@ -1,0 +1,151 @@
+"""Configuration: which backend(s) receive the data, where they store it, how the writer behaves.
+
+Set it with environment variables (the seed's ``ML_TRACKING_BACKEND``, ``ML_STORAGE_PATH``,
+``ML_EXPERIMENT_NAME`` and mltrack's own ``MLTRACK_*``) or in code with
+:func:`configure_backend`; code wins over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "BackendConfig",
+    "TrackingConfig",
+    "configure",
+    "configure_backend",
+    "current_config",
+    "reset_configuration",
+]
+
+DEFAULT_EXPERIMENT_NAME = "default"
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def _split_names(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    return tuple(n.strip() for n in raw.split(",") if n.strip())
+
+
+@attrs.frozen
+class BackendConfig:
+    """What a backend factory receives: the shared settings plus its own options."""
+
+    name: str
+    storage_path: str | None = None
+    experiment_name: str = DEFAULT_EXPERIMENT_NAME
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class TrackingConfig:
+    """Every setting mltrack reads; build one with :meth:`from_env` or :func:`configure`."""
+
+    backends: tuple[str, ...] = ()
+    """Backend names; the first answers reads, all receive writes. Empty: the one installed."""
+    backend_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    storage_path: str | None = None
+    experiment_name: str = DEFAULT_EXPERIMENT_NAME
+    strict: bool = False
+    """Raise store errors into the caller instead of retrying and counting them (for tests)."""
+    flush_interval: float = 0.1
+    """Seconds between hand-overs of buffered points to the backends."""
+    max_buffered_points: int = 1_000_000
+    """Points held in memory before log calls wait for the writer (backpressure, never loss)."""
+    batch_size: int = 50_000
+    """Most points handed to a backend in one ``mltrack_log_metrics`` call."""
+    max_retries: int = 4
+    """Attempts after the first before a failed write is counted as undelivered."""
+    writer: str = "auto"
+    """``thread`` (in this process), ``process`` (a writer process) or ``auto`` (the backend's choice)."""
+
+    @classmethod
+    def from_env(cls) -> TrackingConfig:
+        """Read the environment variables described in the README."""
+        env = os.environ
+        return cls(
+            backends=_split_names(env.get("ML_TRACKING_BACKEND")),
+            storage_path=env.get("ML_STORAGE_PATH") or None,
+            experiment_name=env.get("ML_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT_NAME,
+            strict=_env_bool("MLTRACK_STRICT"),
+            flush_interval=_env_float("MLTRACK_FLUSH_INTERVAL", 0.1),
+            max_buffered_points=int(_env_float("MLTRACK_MAX_BUFFERED_POINTS", 1_000_000)),
+            writer=env.get("MLTRACK_WRITER", "auto") or "auto",
+        )
+
+    def backend_config(self, name: str) -> BackendConfig:
+        """The settings handed to backend ``name``'s factory."""
+        return BackendConfig(
+            name=name,
+            storage_path=self.storage_path,
+            experiment_name=self.experiment_name,
+            options=dict(self.backend_options.get(name, {})),
+        )
+
+
+_configured: TrackingConfig | None = None
+
+
+def current_config() -> TrackingConfig:
+    """The configuration in force: what code set, else the environment."""
+    return _configured if _configured is not None else TrackingConfig.from_env()
+
+
+def configure(**settings: Any) -> TrackingConfig:
+    """Override settings in code (any :class:`TrackingConfig` field); returns the result.
+
+    Trackers created afterwards use it; a tracker already running is drained and replaced.
+    """
+    global _configured
+    _configured = attrs.evolve(current_config(), **settings)
+    _on_change()
+    return _configured
+
+
+def configure_backend(name: str, **options: Any) -> TrackingConfig:
+    """Select backend ``name`` (or ``"a,b"`` to fan out) and pass it ``options``.
+
+    ``storage_path`` and ``experiment_name`` among the options set the shared settings.
+    """
+    names = _split_names(name)
+    if not names:
+        raise ValueError("configure_backend needs a backend name, e.g. configure_backend('aim')")
+    shared = {k: options.pop(k) for k in ("storage_path", "experiment_name") if k in options}
+    per_backend = dict(current_config().backend_options)
+    per_backend[names[0]] = {**per_backend.get(names[0], {}), **options}
+    return configure(backends=names, backend_options=per_backend, **shared)
+
+
+def reset_configuration() -> None:
+    """Forget settings made in code and go back to the environment."""
+    global _configured
+    _configured = None
+    _on_change()
+
+
+def _on_change() -> None:
+    # Imported here: the factory imports the tracker, which imports this module.
+    from mltrack import factory
+
+    factory.reset()

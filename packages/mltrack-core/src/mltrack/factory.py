@@ -1,0 +1,172 @@
+"""Entry points of the API: the tracker, the repository and the health check, built from config."""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mltrack.config import TrackingConfig, configure_backend, current_config
+from mltrack.errors import MLTrackError
+from mltrack.models import ExperimentStatus, HealthStatus
+from mltrack.plugins import ActiveBackends, get_plugin_host
+from mltrack.repository import ExperimentRepository
+from mltrack.tracker import ActiveRun, MLTracker, TrackingSession
+from mltrack.writer import HookSink, Writer, WriterStats
+
+__all__ = [
+    "configure_backend",
+    "get_experiment_repository",
+    "get_ml_tracker",
+    "health_check",
+    "start_run",
+]
+
+_lock = threading.RLock()
+_backends: ActiveBackends | None = None
+_session: TrackingSession | None = None
+
+
+def _active_backends() -> ActiveBackends:
+    global _backends
+    with _lock:
+        if _backends is None:
+            _backends = get_plugin_host().activate(current_config())
+        return _backends
+
+
+def _build_session(config: TrackingConfig) -> TrackingSession:
+    stats = WriterStats()
+    sink = HookSink(
+        _active_backends().write_targets, stats, strict=config.strict, max_retries=config.max_retries
+    )
+    writer = Writer(
+        sink,
+        stats=stats,
+        flush_interval=config.flush_interval,
+        batch_size=config.batch_size,
+        max_buffered_points=config.max_buffered_points,
+    )
+    return TrackingSession(config, writer)
+
+
+def tracking_session() -> TrackingSession:
+    """The process-wide session behind every tracker and ``start_run`` (created on first use)."""
+    global _session
+    with _lock:
+        if _session is None:
+            _session = _build_session(current_config())
+        return _session
+
+
+async def get_ml_tracker() -> MLTracker:
+    """The tracker for the configured backend(s): ``tracker = await get_ml_tracker()``."""
+    return MLTracker(tracking_session())
+
+
+def _flush_live_session() -> None:
+    session = _session
+    if session is not None:
+        session.flush()
+
+
+def experiment_repository() -> ExperimentRepository:
+    """The repository for the configured primary backend (blocking form)."""
+    return ExperimentRepository(_active_backends(), before_read=_flush_live_session)
+
+
+async def get_experiment_repository() -> ExperimentRepository:
+    """The repository to query past and running experiments: ``repo = await get_experiment_repository()``."""
+    return experiment_repository()
+
+
+def start_run(
+    experiment_name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    tags: Iterable[str] | None = None,
+    description: str | None = None,
+) -> ActiveRun:
+    """Start a run for a plain training loop: ``with mltrack.start_run("exp", cfg) as run: ...``."""
+    session = tracking_session()
+    run = session.create_run(experiment_name, config, name=name, tags=tags, description=description)
+    return ActiveRun(session, run)
+
+
+def health_sync() -> HealthStatus:
+    """Whether tracking works right now (blocking form of :func:`health_check`)."""
+    try:
+        backends = _active_backends()
+    except MLTrackError as exc:
+        return HealthStatus(False, (str(exc),), backend="", details={})
+    issues: list[str] = []
+    details: dict[str, Any] = {"backends": {}}
+    for name, answer in backends.health():
+        if isinstance(answer, HealthStatus):
+            issues.extend(f"{name}: {i}" for i in answer.issues)
+            details["backends"][name] = {"is_healthy": answer.is_healthy, **answer.details}
+            if not answer.is_healthy and not answer.issues:
+                issues.append(f"{name}: unhealthy")
+        elif isinstance(answer, Exception):
+            issues.append(f"{name}: health check raised {type(answer).__name__}: {answer}")
+        else:
+            details["backends"][name] = {"is_healthy": True}
+    session = _session
+    if session is not None:
+        stats = session.stats
+        details["writer"] = {
+            "points_logged": stats.points_logged,
+            "points_delivered": stats.points_delivered,
+            "points_undelivered": stats.points_undelivered,
+            "pending_points": session.writer.pending_points,
+            "write_errors": stats.write_errors,
+            "retries": stats.retries,
+        }
+        if stats.points_undelivered or stats.write_errors:
+            issues.append(
+                f"{stats.write_errors} write(s) failed, {stats.points_undelivered} point(s) not stored; "
+                f"last error: {stats.last_error}"
+            )
+    load_errors = get_plugin_host().load_errors
+    if load_errors:
+        details["plugin_load_errors"] = dict(load_errors)
+    return HealthStatus(not issues, tuple(issues), backend=",".join(backends.names), details=details)
+
+
+async def health_check() -> HealthStatus:
+    """Whether tracking works right now: ``(await health_check()).is_healthy``."""
+    return health_sync()
+
+
+def reset() -> None:
+    """Drain and drop the session and backends; the next call rebuilds them from config."""
+    global _session, _backends
+    with _lock:
+        session, _session = _session, None
+        backends, _backends = _backends, None
+    if session is not None:
+        session.close(ExperimentStatus.INTERRUPTED)
+    if backends is not None:
+        backends.close()
+
+
+def _exit_status() -> ExperimentStatus:
+    # Set by the interpreter when an uncaught exception ends the program.
+    exc = getattr(sys, "last_value", None)
+    if exc is None:
+        return ExperimentStatus.COMPLETED
+    if isinstance(exc, KeyboardInterrupt):
+        return ExperimentStatus.INTERRUPTED
+    return ExperimentStatus.FAILED
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    session = _session
+    if session is not None:
+        session.close(_exit_status())
+    if _backends is not None:
+        _backends.close()

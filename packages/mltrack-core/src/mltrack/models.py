@@ -1,0 +1,428 @@
+"""The values mltrack passes around: runs, metrics, artifacts, summaries, health.
+
+Validation and conversion happen here, once, at the boundary; everything past it can trust
+the data it receives.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+
+from mltrack.errors import InvalidMetricError, InvalidNameError, InvalidStepError
+
+__all__ = [
+    "ArtifactType",
+    "ExperimentRun",
+    "ExperimentStatus",
+    "ExperimentSummary",
+    "HealthStatus",
+    "MetricBatch",
+    "MetricPoint",
+    "MetricSeries",
+    "ModelArtifact",
+    "RunFilter",
+    "TrainingMetrics",
+    "to_metric_value",
+    "to_plain",
+    "to_step",
+    "validate_name",
+]
+
+MAX_NAME_LENGTH = 255
+
+Context = tuple[tuple[str, Any], ...]
+"""A metric context (e.g. ``{"subset": "val"}``) frozen as sorted items, so it can key a dict."""
+
+
+class ExperimentStatus(str, enum.Enum):
+    """Where a run is in its life; CRASHED means its writer died without finishing it."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    CRASHED = "crashed"
+
+    @property
+    def is_finished(self) -> bool:
+        """True for every status but RUNNING."""
+        return self is not ExperimentStatus.RUNNING
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ArtifactType(str, enum.Enum):
+    """What a stored file is, so tools can find 'the model' among a run's files."""
+
+    MODEL = "model"
+    CHECKPOINT = "checkpoint"
+    DATASET = "dataset"
+    PLOT = "plot"
+    CONFIG = "config"
+    OTHER = "other"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+def validate_name(name: object, what: str = "name") -> str:
+    """Return ``name`` if it is a non-empty printable str of at most 255 characters, else raise."""
+    if type(name) is not str:
+        raise InvalidNameError(f"{what} must be a str, got {type(name).__name__}: {name!r:.80}")
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise InvalidNameError(
+            f"{what} {name!r:.80} is not allowed: use 1 to {MAX_NAME_LENGTH} printable characters"
+        )
+    return name
+
+
+_FLOATISH = (int, float)
+
+
+def to_metric_value(name: str, value: object) -> float:
+    """Convert a metric value to float: int, float, bool, NumPy scalars and 0-d tensors.
+
+    NaN and infinities are kept, since a diverging loss is a real training outcome.
+    """
+    if type(value) is float:
+        return value
+    if isinstance(value, _FLOATISH):  # int and bool (bool is an int)
+        try:
+            return float(value)
+        except OverflowError:
+            raise InvalidMetricError(f"metric {name!r}: {value!r:.40} is too large for a float") from None
+    # NumPy scalars, 0-d arrays and 0-d tensors all expose item() and a shape of ().
+    item = getattr(value, "item", None)
+    shape = getattr(value, "shape", None)
+    if item is not None and shape is not None and tuple(shape) in ((), (1,)):
+        inner = item()
+        if isinstance(inner, _FLOATISH):
+            return float(inner)
+    raise InvalidMetricError(
+        f"metric {name!r}: expected a number (int, float, bool, NumPy scalar or 0-d tensor), "
+        f"got {type(value).__name__}: {value!r:.80}"
+    )
+
+
+def to_step(step: object) -> int:
+    """Convert a step to a non-negative int; integral floats (``10.0``) are accepted."""
+    if type(step) is int and step >= 0:
+        return step
+    if isinstance(step, bool):
+        raise InvalidStepError(f"step must be a whole number >= 0, got a bool: {step!r}")
+    if isinstance(step, int) and step >= 0:
+        return int(step)
+    if isinstance(step, float) and step.is_integer() and step >= 0:
+        return int(step)
+    item = getattr(step, "item", None)
+    if item is not None and getattr(step, "shape", None) == ():
+        return to_step(item())
+    raise InvalidStepError(f"step must be a whole number >= 0, got {type(step).__name__}: {step!r:.40}")
+
+
+def to_plain(value: object, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> Any:
+    """Convert a config value to plain JSON-like types (dict, list, str, int, float, bool, None).
+
+    NumPy/torch scalars become Python numbers, tuples and sets become lists, enums their
+    value, paths and other objects their ``str``. Cycles and nesting beyond 32 levels are
+    cut with a marker string instead of recursing forever.
+    """
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if _depth > 32 or id(value) in _seen:
+        return "<cycle or too deep>"
+    if isinstance(value, enum.Enum):
+        return to_plain(value.value, _depth + 1, _seen)
+    for plain in (bool, int, float, str):  # subclasses such as numpy.float64 or str enums
+        if isinstance(value, plain):
+            return plain(value)
+    seen = _seen | {id(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v, _depth + 1, seen) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [to_plain(v, _depth + 1, seen) for v in items]
+    item = getattr(value, "item", None)
+    if item is not None and getattr(value, "shape", None) == ():
+        return to_plain(item(), _depth + 1, seen)
+    if hasattr(value, "tolist") and hasattr(value, "shape"):
+        return to_plain(value.tolist(), _depth + 1, seen)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def to_context(context: Mapping[str, Any] | None) -> Context:
+    """Freeze a context mapping into sorted ``(key, plain value)`` items."""
+    if not context:
+        return ()
+    return tuple(sorted((validate_name(k, "context key"), to_plain(v)) for k, v in context.items()))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _to_tags(tags: object) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        tags = (tags,)
+    return tuple(sorted({validate_name(t, "tag") for t in tags}))  # type: ignore[attr-defined]
+
+
+def _to_str_tuple(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(items)
+
+
+def _to_config(config: object) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+    return {validate_name(str(k), "config key"): to_plain(v) for k, v in config.items()}
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+
+@attrs.define(init=False, eq=True)
+class TrainingMetrics:
+    """Metrics observed at one training step: the common ones by name, any others as keywords.
+
+    ``TrainingMetrics(step=1000, loss=0.045, reward=1250.5, win_rate=0.68)``
+    """
+
+    step: int = attrs.field(converter=to_step)
+    loss: float | None = None
+    reward: float | None = None
+    episode_length: float | None = None
+    accuracy: float | None = None
+    extra: dict[str, float] = attrs.field(factory=dict)
+    timestamp: datetime | None = None
+
+    def __init__(
+        self,
+        step: int,
+        *,
+        loss: float | None = None,
+        reward: float | None = None,
+        episode_length: float | None = None,
+        accuracy: float | None = None,
+        timestamp: datetime | None = None,
+        **extra: float,
+    ) -> None:
+        named = {"loss": loss, "reward": reward, "episode_length": episode_length, "accuracy": accuracy}
+        conv = {k: None if v is None else to_metric_value(k, v) for k, v in named.items()}
+        checked = {validate_name(k, "metric name"): to_metric_value(k, v) for k, v in extra.items()}
+        self.__attrs_init__(step=step, extra=checked, timestamp=timestamp, **conv)
+
+    def as_dict(self) -> dict[str, float]:
+        """Every metric that has a value, by name (``step`` and ``timestamp`` excluded)."""
+        out = {
+            k: v
+            for k, v in (
+                ("loss", self.loss),
+                ("reward", self.reward),
+                ("episode_length", self.episode_length),
+                ("accuracy", self.accuracy),
+            )
+            if v is not None
+        }
+        out.update(self.extra)
+        return out
+
+    def __getattr__(self, name: str) -> float:
+        # Lets ``metrics.win_rate`` read an extra metric like a named one.
+        try:
+            extra = object.__getattribute__(self, "extra")
+        except AttributeError:
+            raise AttributeError(name) from None
+        if name in extra:
+            return extra[name]  # type: ignore[no-any-return]
+        raise AttributeError(f"{type(self).__name__!r} has no metric {name!r}")
+
+
+@attrs.frozen
+class MetricPoint:
+    """One recorded value of one metric."""
+
+    name: str
+    value: float
+    step: int
+    timestamp: datetime | None = None
+    context: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class MetricSeries:
+    """The history of one metric (in one context) as columns, sorted by step.
+
+    ``steps``, ``values`` and ``timestamps`` (UTC epoch seconds) are sequences of equal length:
+    ``array.array`` or NumPy arrays, whichever the backend reads fastest.
+    """
+
+    name: str
+    steps: Sequence[int]
+    values: Sequence[float]
+    timestamps: Sequence[float] | None = None
+    context: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[MetricPoint]:
+        ts = self.timestamps
+        ctx = dict(self.context)
+        for i in range(len(self.steps)):
+            t = None if ts is None else datetime.fromtimestamp(float(ts[i]), timezone.utc)
+            yield MetricPoint(self.name, float(self.values[i]), int(self.steps[i]), t, ctx)
+
+    @property
+    def last(self) -> float | None:
+        """The value at the highest step, or None for an empty series."""
+        return float(self.values[-1]) if len(self.values) else None
+
+
+@attrs.frozen
+class MetricBatch:
+    """Points handed to backends in one write call, in columns.
+
+    ``keys`` lists each distinct (metric name, context); ``key_index[i]`` says which key
+    point ``i`` belongs to. Use :meth:`groups` to write one sequence at a time.
+    """
+
+    keys: Sequence[tuple[str, Context]]
+    key_index: Sequence[int]
+    steps: Sequence[int]
+    values: Sequence[float]
+    timestamps: Sequence[float]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def groups(self) -> Iterator[tuple[str, dict[str, Any], list[int], list[float], list[float]]]:
+        """Yield ``(name, context, steps, values, timestamps)`` per metric, points in log order."""
+        per_key: dict[int, tuple[list[int], list[float], list[float]]] = {}
+        for k, s, v, t in zip(self.key_index, self.steps, self.values, self.timestamps):
+            cols = per_key.get(k)
+            if cols is None:
+                cols = per_key[k] = ([], [], [])
+            cols[0].append(s)
+            cols[1].append(v)
+            cols[2].append(t)
+        for k, (s_col, v_col, t_col) in per_key.items():
+            name, ctx = self.keys[k]
+            yield name, dict(ctx), s_col, v_col, t_col
+
+
+# --- runs, artifacts, summaries ---------------------------------------------------------
+
+
+@attrs.frozen
+class ExperimentRun:
+    """A run being tracked, as returned by ``create_run``: pass it to every log call."""
+
+    id: str
+    experiment_name: str = attrs.field(validator=lambda _i, _a, v: validate_name(v, "experiment_name"))
+    config: dict[str, Any] = attrs.field(factory=dict, converter=_to_config)
+    start_time: datetime = attrs.field(factory=_utcnow)
+    name: str | None = None
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags)
+    description: str | None = None
+
+    @property
+    def run_name(self) -> str:
+        """The display name: ``name`` if set, else the experiment name."""
+        return self.name or self.experiment_name
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@attrs.frozen
+class ModelArtifact:
+    """A stored file of a run: a model, checkpoint, dataset, plot, config or other file."""
+
+    name: str
+    artifact_type: ArtifactType = attrs.field(converter=ArtifactType)
+    file_path: str
+    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_to_config)
+    size: int | None = None
+    sha256: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.matches_re(_SHA256)),
+    )
+
+
+@attrs.frozen
+class ExperimentSummary:
+    """What a backend knows of a run: identity, status, timing, config and final metrics."""
+
+    experiment_id: str
+    name: str
+    status: ExperimentStatus = attrs.field(converter=ExperimentStatus)
+    start_time: datetime
+    end_time: datetime | None = None
+    config: dict[str, Any] = attrs.field(factory=dict)
+    final_metrics: dict[str, float] = attrs.field(factory=dict)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags)
+    experiment_name: str | None = None
+    description: str | None = None
+
+    @property
+    def duration(self) -> timedelta:
+        """How long the run took, or has taken so far if it is still running."""
+        end = self.end_time or _utcnow()
+        return end - self.start_time
+
+    @property
+    def id(self) -> str:
+        """Same as ``experiment_id``."""
+        return self.experiment_id
+
+
+@attrs.frozen
+class RunFilter:
+    """What ``list_runs`` selects: every given condition must hold."""
+
+    status: ExperimentStatus | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags)
+    limit: int | None = None
+
+    def matches(self, summary: ExperimentSummary) -> bool:
+        """True if ``summary`` passes every condition (``limit`` aside)."""
+        if self.status is not None and summary.status is not self.status:
+            return False
+        if self.name is not None and self.name not in (summary.name, summary.experiment_name):
+            return False
+        return set(self.tags) <= set(summary.tags)
+
+
+@attrs.frozen
+class HealthStatus:
+    """Whether tracking works right now, and if not, what is wrong and how to fix it."""
+
+    is_healthy: bool
+    issues: tuple[str, ...] = attrs.field(default=(), converter=_to_str_tuple)
+    backend: str = ""
+    details: dict[str, Any] = attrs.field(factory=dict)
+
+
+def utc_from_timestamp(ts: float | None) -> datetime | None:
+    """A UTC datetime from epoch seconds, None (and NaN) passed through."""
+    if ts is None or (isinstance(ts, float) and math.isnan(ts)):
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc)

@@ -1,0 +1,350 @@
+"""The plugin manager: finds plugins, selects backends, dispatches hook calls.
+
+Plugins come from the entry-point group ``mltrack``, loaded lazily, once, each on its own:
+a plugin that fails to import is skipped with a warning naming it (``MLTRACK_STRICT_PLUGINS=1``
+re-raises). ``MLTRACK_LOAD_PLUGINS=a,b`` loads only those (empty: none);
+``MLTRACK_BLOCK_PLUGINS=a,b`` never loads those; ``MLTRACK_TRACE_HOOKS=1`` logs every hook
+call with its duration on stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import pluggy
+
+from mltrack import hookspecs
+from mltrack.config import TrackingConfig, _env_bool, _split_names
+from mltrack.errors import NoBackendError, PluginLoadError, UnknownBackendError
+
+__all__ = [
+    "ActiveBackends",
+    "BackendRegistration",
+    "HookTarget",
+    "PluginHost",
+    "PluginLoadWarning",
+    "get_plugin_host",
+]
+
+log = logging.getLogger("mltrack")
+ENTRY_POINT_GROUP = "mltrack"
+BACKEND_PREFIX = "backend:"
+INSTALL_HINT = "install one (pip install mltrack-aim)"
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin could not be loaded; the others still work."""
+
+
+@attrs.frozen
+class BackendRegistration:
+    """A backend a plugin announced through ``mltrack_register_backends``."""
+
+    name: str
+    factory: Callable[..., object]
+    plugin: str
+    persistent: bool = True
+    description: str = ""
+
+
+@attrs.frozen
+class PluginInfo:
+    """What ``mltrack backends`` prints about one plugin."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: tuple[str, ...]
+
+
+class PluginHost:
+    """Owns the pluggy ``PluginManager`` and exposes one typed method per hook."""
+
+    def __init__(self, *, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.load_errors: dict[str, str] = {}
+        self._dists: dict[str, tuple[str | None, str | None]] = {}
+        self._load_entry_points = load_entry_points
+        self._loaded = False
+        self._lock = threading.RLock()
+        if _env_bool("MLTRACK_TRACE_HOOKS"):
+            self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
+
+    # --- loading --------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load every entry-point plugin the allow- and block-lists admit (once)."""
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            if self._load_entry_points:
+                self._load_from_entry_points()
+
+    def _load_from_entry_points(self) -> None:
+        from importlib.metadata import entry_points
+
+        allow_raw = os.environ.get("MLTRACK_LOAD_PLUGINS")
+        allow = None if allow_raw is None else set(_split_names(allow_raw))
+        for name in _split_names(os.environ.get("MLTRACK_BLOCK_PLUGINS")):
+            self.pm.set_blocked(name)
+        strict = _env_bool("MLTRACK_STRICT_PLUGINS")
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            if allow is not None and ep.name not in allow and dist_name not in allow:
+                continue
+            if self.pm.is_blocked(ep.name) or self.pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+                self.pm.register(plugin, name=ep.name)
+            except Exception as exc:
+                where = f"plugin {ep.name!r} from distribution {dist_name or '?'}"
+                self.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                if strict:
+                    raise PluginLoadError(f"{where} failed to load: {exc}") from exc
+                warnings.warn(
+                    f"mltrack: skipped {where}: {type(exc).__name__}: {exc} "
+                    "(uninstall or fix it; MLTRACK_STRICT_PLUGINS=1 makes this an error)",
+                    PluginLoadWarning,
+                    stacklevel=2,
+                )
+                continue
+            self._dists[ep.name] = (dist_name, dist.version if dist is not None else None)
+
+    def register(self, plugin: object, name: str | None = None) -> str:
+        """Register a plugin object or module directly (in-process plugins, tests)."""
+        self.load()
+        registered = self.pm.register(plugin, name=name)
+        if registered is None:
+            raise PluginLoadError(f"plugin {name!r} is blocked and was not registered")
+        return registered
+
+    def block(self, name: str) -> None:
+        """Unregister plugin ``name`` if loaded and refuse to load it again."""
+        self.pm.set_blocked(name)
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every loaded plugin with its distribution, version and the hooks it implements."""
+        self.load()
+        out = []
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda np: str(np[0])):
+            if plugin is None or name.startswith(BACKEND_PREFIX):
+                continue
+            hooks = tuple(sorted(c.name for c in self.pm.get_hookcallers(plugin) or ()))
+            dist, version = self._dists.get(name, (None, None))
+            out.append(PluginInfo(name, dist, version, hooks))
+        return out
+
+    # --- backends -------------------------------------------------------------------
+
+    def backends(self) -> dict[str, BackendRegistration]:
+        """Every backend the loaded plugins announce, by name."""
+        self.load()
+        found: dict[str, BackendRegistration] = {}
+        for impl in self.pm.hook.mltrack_register_backends.get_hookimpls():
+            plugin_name = impl.plugin_name
+
+            def register(
+                name: str,
+                factory: Callable[..., object],
+                *,
+                persistent: bool = True,
+                description: str = "",
+                _plugin: str = plugin_name,
+            ) -> None:
+                hookspecs_name = str(name)
+                if hookspecs_name in found:
+                    warnings.warn(
+                        f"mltrack: backend {hookspecs_name!r} is provided by both "
+                        f"{found[hookspecs_name].plugin!r} and {_plugin!r}; using the first",
+                        PluginLoadWarning,
+                        stacklevel=2,
+                    )
+                    return
+                found[hookspecs_name] = BackendRegistration(
+                    hookspecs_name, factory, _plugin, persistent, description
+                )
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                self.load_errors[plugin_name] = f"mltrack_register_backends: {type(exc).__name__}: {exc}"
+                warnings.warn(
+                    f"mltrack: plugin {plugin_name!r} failed to register its backends: {exc}",
+                    PluginLoadWarning,
+                    stacklevel=2,
+                )
+        return found
+
+    def select_backends(self, config: TrackingConfig) -> list[BackendRegistration]:
+        """The registrations ``config`` asks for, primary first; raise if none fits."""
+        available = self.backends()
+        names = config.backends
+        if not names:
+            persistent = sorted(n for n, r in available.items() if r.persistent)
+            if len(persistent) == 1:
+                names = (persistent[0],)
+            elif not persistent:
+                raise NoBackendError(
+                    f"No tracking backend configured: {INSTALL_HINT} or set ML_TRACKING_BACKEND "
+                    f"to one of: {', '.join(sorted(available)) or '(none installed)'}"
+                )
+            else:
+                raise NoBackendError(
+                    "No tracking backend configured and several are installed: set "
+                    f"ML_TRACKING_BACKEND to one of: {', '.join(persistent)} "
+                    "(or several, comma-separated, to write to each)"
+                )
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            errors = "".join(f"; {p} failed to load ({e})" for p, e in sorted(self.load_errors.items()))
+            raise UnknownBackendError(
+                f"Unknown tracking backend {unknown[0]!r}: installed backends are "
+                f"{', '.join(sorted(available)) or '(none)'}{errors}. {INSTALL_HINT.capitalize()} "
+                "or fix ML_TRACKING_BACKEND."
+            )
+        return [available[n] for n in dict.fromkeys(names)]
+
+    def activate(self, config: TrackingConfig) -> ActiveBackends:
+        """Build the configured backends and register them so hooks reach them."""
+        with self._lock:
+            registrations = self.select_backends(config)
+            instances: list[tuple[str, object]] = []
+            try:
+                for reg in registrations:
+                    backend = reg.factory(config.backend_config(reg.name))
+                    plugin_name = f"{BACKEND_PREFIX}{reg.name}:{id(backend):x}"
+                    self.pm.register(backend, name=plugin_name)
+                    instances.append((plugin_name, backend))
+            except BaseException:
+                for plugin_name, _ in instances:
+                    self.pm.unregister(name=plugin_name)
+                raise
+            return ActiveBackends(self, [r.name for r in registrations], instances)
+
+
+class HookTarget:
+    """One destination of hook calls: a single backend, or every plugin that is not a backend."""
+
+    def __init__(self, host: PluginHost, name: str, plugin_name: str | None) -> None:
+        self.name = name
+        self._host = host
+        self._plugin_name = plugin_name
+
+    def _targets(self, plugin_name: str) -> bool:
+        if self._plugin_name is not None:
+            return plugin_name == self._plugin_name
+        return not plugin_name.startswith(BACKEND_PREFIX)
+
+    def call(self, hook_name: str, **kwargs: Any) -> Any:
+        """Call ``hook_name`` on this target's plugins only; errors propagate."""
+        pm = self._host.pm
+        remove = [p for n, p in pm.list_name_plugin() if p is not None and not self._targets(n)]
+        return pm.subset_hook_caller(hook_name, remove)(**kwargs)
+
+
+class ActiveBackends:
+    """The backends of one configuration, registered with the plugin manager."""
+
+    def __init__(self, host: PluginHost, names: list[str], instances: list[tuple[str, object]]) -> None:
+        self.host = host
+        self.names = names
+        self._instances = instances
+        self.write_targets = [
+            HookTarget(host, name, plugin_name) for name, (plugin_name, _) in zip(names, instances)
+        ]
+        self.write_targets.append(HookTarget(host, "observers", None))
+
+    @property
+    def primary(self) -> str:
+        """The backend that answers reads."""
+        return self.names[0]
+
+    @property
+    def backend_objects(self) -> list[object]:
+        """The backend instances, primary first."""
+        return [b for _, b in self._instances]
+
+    def read(self, hook_name: str, **kwargs: Any) -> Any:
+        """Ask the primary backend; returns its answer (None if it has no such hook)."""
+        return self.write_targets[0].call(hook_name, **kwargs)
+
+    def health(self) -> list[tuple[str, Any]]:
+        """Each backend's ``mltrack_health`` answer (or the exception it raised), by name."""
+        out: list[tuple[str, Any]] = []
+        for name, (_, backend) in zip(self.names, self._instances):
+            impl = getattr(backend, "mltrack_health", None)
+            if impl is None:
+                out.append((name, None))
+                continue
+            try:
+                out.append((name, impl()))
+            except Exception as exc:  # health must report, not raise
+                out.append((name, exc))
+        return out
+
+    def close(self) -> None:
+        """Unregister the backends and let each release its store (``close()`` if it has one)."""
+        for plugin_name, backend in self._instances:
+            if self.host.pm.get_plugin(plugin_name) is not None:
+                self.host.pm.unregister(name=plugin_name)
+            closer = getattr(backend, "close", None)
+            if callable(closer):
+                try:
+                    closer()
+                except Exception as exc:
+                    log.warning("mltrack: closing backend %s failed: %s", plugin_name, exc)
+        self._instances = []
+
+
+def _trace_before(hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items())
+    names = ",".join(i.plugin_name for i in hook_impls)
+    print(f"mltrack trace: {hook_name}({shown}) -> [{names}]", file=sys.stderr)
+    _trace_start[hook_name] = time.perf_counter()
+
+
+def _trace_after(outcome: Any, hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    took = (time.perf_counter() - _trace_start.pop(hook_name, time.perf_counter())) * 1000
+    exc = outcome.exception
+    result = f"raised {exc!r}" if exc is not None else "ok"
+    print(f"mltrack trace: {hook_name} {result} in {took:.2f} ms", file=sys.stderr)
+
+
+_trace_start: dict[str, float] = {}
+
+
+def _short(value: Any) -> str:
+    text = f"<{len(value)} points>" if hasattr(value, "key_index") else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_host: PluginHost | None = None
+_host_lock = threading.Lock()
+
+
+def get_plugin_host() -> PluginHost:
+    """The process-wide plugin host (created on first use, entry points loaded lazily)."""
+    global _host
+    with _host_lock:
+        if _host is None:
+            _host = PluginHost()
+        return _host
+
+
+def reset_plugin_host() -> None:
+    """Drop the process-wide host so the next use reloads plugins (tests, reconfiguration)."""
+    global _host
+    with _host_lock:
+        _host = None

@@ -1,0 +1,249 @@
+"""Reading runs back: list, get, metric histories, artifacts, comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from mltrack.errors import RunNotFoundError
+from mltrack.models import (
+    ExperimentStatus,
+    ExperimentSummary,
+    MetricPoint,
+    MetricSeries,
+    ModelArtifact,
+    RunFilter,
+)
+from mltrack.plugins import ActiveBackends
+
+__all__ = ["Comparison", "ExperimentRepository", "MetricHistory"]
+
+_LOWER_IS_BETTER = ("loss", "error", "drawdown", "regret", "perplexity", "mse", "mae")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Guess a metric's direction from its name: losses and errors go down, the rest up."""
+    lowered = metric.lower()
+    return any(word in lowered for word in _LOWER_IS_BETTER)
+
+
+class MetricHistory:
+    """A run's metric histories: iterable as points, columnar underneath.
+
+    ``for p in history: p.name, p.step, p.value, p.timestamp`` walks every point;
+    ``history.series("loss")`` gives one metric's columns (``.steps``, ``.values``).
+    """
+
+    def __init__(self, run_id: str, series: Sequence[MetricSeries]) -> None:
+        self.run_id = run_id
+        self._series = list(series)
+
+    @property
+    def names(self) -> list[str]:
+        """Metric names, sorted, each once."""
+        return sorted({s.name for s in self._series})
+
+    @property
+    def all_series(self) -> list[MetricSeries]:
+        """Every (metric, context) series."""
+        return list(self._series)
+
+    def series(self, name: str, context: Mapping[str, Any] | None = None) -> MetricSeries:
+        """The history of metric ``name`` (in ``context``; default: the metric's only context)."""
+        matches = [s for s in self._series if s.name == name]
+        if context is not None:
+            matches = [s for s in matches if dict(s.context) == dict(context)]
+        elif len(matches) > 1:
+            plain = [s for s in matches if not s.context]
+            matches = plain or matches
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise KeyError(f"run {self.run_id} has no metric {name!r}; it has: {', '.join(self.names)}")
+        contexts = "; ".join(repr(dict(s.context)) for s in matches)
+        raise KeyError(f"metric {name!r} has several contexts ({contexts}): pass context=")
+
+    def __iter__(self) -> Iterator[MetricPoint]:
+        for s in sorted(self._series, key=lambda s: (s.name, sorted(s.context.items()))):
+            yield from s
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._series)
+
+    def __contains__(self, name: object) -> bool:
+        return any(s.name == name for s in self._series)
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame with columns name, step, value, timestamp, context."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "MetricHistory.to_pandas needs pandas: pip install 'mltrack-core[pandas]'"
+            ) from None
+        frames = []
+        for s in self._series:
+            ts = None if s.timestamps is None else pd.to_datetime(list(s.timestamps), unit="s", utc=True)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "name": s.name,
+                        "step": list(s.steps),
+                        "value": list(s.values),
+                        "timestamp": ts,
+                        "context": repr(dict(s.context)) if s.context else "",
+                    }
+                )
+            )
+        if not frames:
+            return pd.DataFrame(columns=["name", "step", "value", "timestamp", "context"])
+        return pd.concat(frames, ignore_index=True)
+
+
+@attrs.frozen
+class Comparison:
+    """Runs side by side: the parameters that differ, final metrics, the best run per metric."""
+
+    runs: list[ExperimentSummary]
+    metrics: list[str]
+    differing_params: dict[str, dict[str, Any]]
+    final_metrics: dict[str, dict[str, float]]
+    best: dict[str, str]
+    """Metric name -> id of the best run (lowest for losses and errors, highest otherwise)."""
+
+
+class ExperimentRepository:
+    """Query finished and running experiments, as in the seed's "Experiment Repository"."""
+
+    def __init__(self, backends: ActiveBackends, before_read: Callable[[], object] | None = None) -> None:
+        self._backends = backends
+        self._before_read = before_read
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend answering reads."""
+        return self._backends.primary
+
+    def _read(self, hook: str, **kwargs: Any) -> Any:
+        if self._before_read is not None:
+            self._before_read()  # read your own writes
+        return self._backends.read(hook, **kwargs)
+
+    def list_experiments_sync(
+        self,
+        status: ExperimentStatus | str | None = None,
+        name: str | None = None,
+        tags: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[ExperimentSummary]:
+        """Runs matching every given condition, newest first (blocking form)."""
+        run_filter = RunFilter(
+            status=None if status is None else ExperimentStatus(status),
+            name=name,
+            tags=tags,
+            limit=limit,
+        )
+        return list(self._read("mltrack_list_runs", run_filter=run_filter) or [])
+
+    async def list_experiments(
+        self,
+        status: ExperimentStatus | str | None = None,
+        name: str | None = None,
+        tags: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[ExperimentSummary]:
+        """Runs matching every given condition, newest first."""
+        return self.list_experiments_sync(status, name, tags, limit)
+
+    def resolve_id(self, run_id: str) -> str:
+        """The full id of the run ``run_id`` names exactly or as a unique prefix."""
+        if self._read("mltrack_get_run", run_id=run_id) is not None:
+            return run_id
+        matches = [
+            s.experiment_id for s in self.list_experiments_sync() if s.experiment_id.startswith(run_id)
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunNotFoundError(
+                f"no run {run_id!r} in backend {self.backend!r}: list runs with `mltrack ls`"
+            )
+        raise RunNotFoundError(
+            f"run id prefix {run_id!r} is ambiguous, it matches: {', '.join(sorted(matches)[:10])}"
+        )
+
+    def get_experiment_sync(self, run_id: str) -> ExperimentSummary:
+        """The run with this id (or unique id prefix) (blocking form)."""
+        summary = self._read("mltrack_get_run", run_id=run_id)
+        if summary is None:
+            summary = self._read("mltrack_get_run", run_id=self.resolve_id(run_id))
+        if summary is None:
+            raise RunNotFoundError(f"no run {run_id!r} in backend {self.backend!r}")
+        return summary  # type: ignore[no-any-return]
+
+    async def get_experiment(self, run_id: str) -> ExperimentSummary:
+        """The run with this id (or unique id prefix); raises ``RunNotFoundError``."""
+        return self.get_experiment_sync(run_id)
+
+    def get_experiment_metrics_sync(self, run_id: str, names: Sequence[str] | None = None) -> MetricHistory:
+        """The run's metric histories (blocking form)."""
+        full_id = self.get_experiment_sync(run_id).experiment_id
+        series = self._read(
+            "mltrack_get_metrics", run_id=full_id, names=None if names is None else list(names)
+        )
+        if series is None:
+            raise RunNotFoundError(f"no run {run_id!r} in backend {self.backend!r}")
+        return MetricHistory(full_id, series)
+
+    async def get_experiment_metrics(self, run_id: str, names: Sequence[str] | None = None) -> MetricHistory:
+        """The run's metric histories, all metrics or just ``names``."""
+        return self.get_experiment_metrics_sync(run_id, names)
+
+    def list_artifacts_sync(self, run_id: str) -> list[ModelArtifact]:
+        """The run's stored files (blocking form)."""
+        full_id = self.get_experiment_sync(run_id).experiment_id
+        return list(self._read("mltrack_list_artifacts", run_id=full_id) or [])
+
+    async def list_artifacts(self, run_id: str) -> list[ModelArtifact]:
+        """The run's stored files, each with a readable ``file_path``."""
+        return self.list_artifacts_sync(run_id)
+
+    def compare_experiments_sync(
+        self, run_ids: Sequence[str], metrics: Sequence[str] | None = None
+    ) -> Comparison:
+        """Compare runs (blocking form)."""
+        runs = [self.get_experiment_sync(r) for r in run_ids]
+        names = list(metrics) if metrics else sorted({m for r in runs for m in r.final_metrics})
+        keys = sorted({k for r in runs for k in r.config})
+        differing = {}
+        for key in keys:
+            values = {r.experiment_id: r.config.get(key) for r in runs}
+            if len({repr(v) for v in values.values()}) > 1:
+                differing[key] = values
+        finals = {
+            r.experiment_id: {m: r.final_metrics[m] for m in names if m in r.final_metrics} for r in runs
+        }
+        best = {}
+        for m in names:
+            scored = [(f[m], rid) for rid, f in finals.items() if m in f and f[m] == f[m]]  # NaN never wins
+            if scored:
+                best[m] = (min if lower_is_better(m) else max)(scored)[1]
+        return Comparison(runs, names, differing, finals, best)
+
+    async def compare_experiments(
+        self, run_ids: Sequence[str], metrics: Sequence[str] | None = None
+    ) -> Comparison:
+        """Compare runs: differing parameters, final metrics and the best run per metric."""
+        return self.compare_experiments_sync(run_ids, metrics)
+
+    def delete_experiment_sync(self, run_id: str) -> None:
+        """Delete a run from every active backend (blocking form)."""
+        full_id = self.get_experiment_sync(run_id).experiment_id
+        for target in self._backends.write_targets:
+            target.call("mltrack_delete_run", run_id=full_id)
+
+    async def delete_experiment(self, run_id: str) -> None:
+        """Delete a run and its artifacts from every active backend."""
+        self.delete_experiment_sync(run_id)

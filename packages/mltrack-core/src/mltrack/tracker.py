@@ -1,0 +1,408 @@
+"""Recording runs: the async ``MLTracker`` of the seed and a plain sync API, over one writer."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from mltrack.config import TrackingConfig
+from mltrack.errors import ArtifactError, RunStateError
+from mltrack.models import (
+    ArtifactType,
+    Context,
+    ExperimentRun,
+    ExperimentStatus,
+    ModelArtifact,
+    TrainingMetrics,
+    _to_config,
+    _to_tags,
+    to_context,
+    to_metric_value,
+    to_step,
+    validate_name,
+)
+from mltrack.writer import Writer, WriterStats
+
+__all__ = ["ActiveRun", "MLTracker", "TrackingSession", "new_run_id"]
+
+RunRef = ExperimentRun | str
+
+
+def new_run_id() -> str:
+    """A fresh run id: 24 lowercase hex characters (the shape Aim uses for run hashes)."""
+    return uuid.uuid4().hex[:24]
+
+
+def _run_id(run: RunRef) -> str:
+    return run.id if isinstance(run, ExperimentRun) else run
+
+
+class TrackingSession:
+    """The state shared by :class:`MLTracker` and :class:`ActiveRun`: open runs and the writer."""
+
+    def __init__(self, config: TrackingConfig, writer: Writer) -> None:
+        self.config = config
+        self.writer = writer
+        self._open: dict[str, ExperimentRun] = {}
+        self._last: dict[tuple[str, str, Context], tuple[int, float]] = {}
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def stats(self) -> WriterStats:
+        """The writer's counters."""
+        return self.writer.stats
+
+    @property
+    def open_runs(self) -> list[ExperimentRun]:
+        """Runs created here and not finished yet."""
+        return list(self._open.values())
+
+    def create_run(
+        self,
+        experiment_name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        tags: Iterable[str] | None = None,
+        description: str | None = None,
+        run_id: str | None = None,
+    ) -> ExperimentRun:
+        """Start a run and return it; it is visible to readers once the writer hands it on."""
+        run = ExperimentRun(
+            id=run_id or new_run_id(),
+            experiment_name=experiment_name or self.config.experiment_name,
+            config=_to_config(config),
+            name=None if name is None else validate_name(name, "run name"),
+            tags=_to_tags(tags),
+            description=description,
+        )
+        with self._lock:
+            self._open[run.id] = run
+        self.writer.submit("mltrack_create_run", run=run)
+        return run
+
+    def _check_open(self, run: RunRef) -> str:
+        run_id = _run_id(run)
+        if run_id not in self._open:
+            raise RunStateError(
+                f"run {run_id!r} is not open in this process: create it with create_run() "
+                "(runs cannot be logged to after finish_run)"
+            )
+        return run_id
+
+    def _check_name(self, name: str) -> None:
+        if name not in self._names:
+            validate_name(name, "metric name")
+            if len(self._names) < 100_000:
+                self._names.add(name)
+
+    def log_metric(
+        self,
+        run: RunRef,
+        name: str,
+        value: object,
+        step: object = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record one value of metric ``name`` at ``step`` (default: its last step + 1)."""
+        run_id = self._check_open(run)
+        self._check_name(name)
+        v = to_metric_value(name, value)
+        s = None if step is None else to_step(step)
+        ctx = to_context(context)
+        used = self.writer.log_point(run_id, name, v, s, ctx, time.time())
+        key = (run_id, name, ctx)
+        prev = self._last.get(key)
+        if prev is None or used >= prev[0]:
+            self._last[key] = (used, v)
+
+    def log_metrics(
+        self,
+        run: RunRef,
+        metrics: TrainingMetrics | Mapping[str, object],
+        step: object = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record several metrics at one step: a ``TrainingMetrics`` or a name -> value mapping."""
+        run_id = self._check_open(run)
+        if isinstance(metrics, TrainingMetrics):
+            values = metrics.as_dict()
+            s: int | None = metrics.step if step is None else to_step(step)
+            ts = metrics.timestamp.timestamp() if metrics.timestamp is not None else time.time()
+        else:
+            values = {}
+            for name, value in metrics.items():
+                self._check_name(name)
+                values[name] = to_metric_value(name, value)
+            s = None if step is None else to_step(step)
+            ts = time.time()
+        if not values:
+            return
+        ctx = to_context(context)
+        self.writer.log_points(run_id, values, s, ctx, ts)
+        for name, v in values.items():
+            key = (run_id, name, ctx)
+            prev = self._last.get(key)
+            used = s if s is not None else (0 if prev is None else prev[0] + 1)
+            if prev is None or used >= prev[0]:
+                self._last[key] = (used, v)
+
+    def log_params(self, run: RunRef, params: Mapping[str, Any]) -> None:
+        """Add ``params`` to the run's config (converted to plain values)."""
+        run_id = self._check_open(run)
+        self.writer.submit("mltrack_log_params", run_id=run_id, params=_to_config(params))
+
+    def set_tags(self, run: RunRef, tags: Iterable[str]) -> None:
+        """Add tags to the run."""
+        run_id = self._check_open(run)
+        self.writer.submit("mltrack_set_tags", run_id=run_id, tags=list(_to_tags(tags)))
+
+    def log_artifact(
+        self,
+        run: RunRef,
+        path: str | os.PathLike[str],
+        artifact_type: ArtifactType | str = ArtifactType.OTHER,
+        *,
+        name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ModelArtifact:
+        """Store a copy of the file at ``path``; returns once it is stored (the file may change after)."""
+        run_id = self._check_open(run)
+        source = Path(path)
+        if not source.is_file():
+            what = "a directory" if source.is_dir() else "missing"
+            raise ArtifactError(
+                f"artifact {str(path)!r} is {what}: log_artifact takes one existing file "
+                "(archive a directory first, e.g. shutil.make_archive)"
+            )
+        digest = hashlib.sha256()
+        size = 0
+        with source.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+        artifact = ModelArtifact(
+            name=validate_name(name if name is not None else source.name, "artifact name"),
+            artifact_type=ArtifactType(artifact_type),
+            file_path=str(source.resolve()),
+            metadata=_to_config(metadata),
+            size=size,
+            sha256=digest.hexdigest(),
+        )
+        self.writer.submit("mltrack_log_artifact", wait=True, run_id=run_id, artifact=artifact)
+        return artifact
+
+    def final_values(self, run_id: str) -> dict[str, float]:
+        """The last value of each metric of the run, keyed as ``final_metrics`` stores them."""
+        out: dict[str, float] = {}
+        for (rid, name, ctx), (_, value) in list(self._last.items()):
+            if rid == run_id:
+                key = name if not ctx else name + "{" + ",".join(f"{k}={v}" for k, v in ctx) + "}"
+                out[key] = value
+        return out
+
+    def finish_run(
+        self,
+        run: RunRef,
+        status: ExperimentStatus | str = ExperimentStatus.COMPLETED,
+        final_metrics: Mapping[str, object] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Finish the run; returns when everything logged to it is stored (or ``timeout`` passed)."""
+        run_id = self._check_open(run)
+        status = ExperimentStatus(status)
+        finals = self.final_values(run_id)
+        for name, value in (final_metrics or {}).items():
+            finals[validate_name(name, "final metric name")] = to_metric_value(name, value)
+        with self._lock:
+            self._open.pop(run_id, None)
+            for key in [k for k in self._last if k[0] == run_id]:
+                del self._last[key]
+        self.writer.submit(
+            "mltrack_finish_run",
+            run_id=run_id,
+            status=status,
+            end_time=datetime.now(timezone.utc),
+            final_metrics=finals,
+        )
+        self.writer.flush(timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything logged so far is stored; False if ``timeout`` ran out."""
+        return self.writer.flush(timeout)
+
+    def close(
+        self, status: ExperimentStatus = ExperimentStatus.INTERRUPTED, timeout: float | None = None
+    ) -> None:
+        """Finish every open run with ``status``, drain the writer and stop it."""
+        for run in self.open_runs:
+            try:
+                self.finish_run(run, status, timeout=timeout)
+            except Exception:  # closing must reach the writer even if one finish fails
+                pass
+        self.writer.close(timeout)
+
+
+class ActiveRun:
+    """A run for plain (sync) training loops: ``with mltrack.start_run("exp") as run: ...``.
+
+    Leaving the ``with`` block finishes the run: COMPLETED, FAILED on an exception,
+    INTERRUPTED on KeyboardInterrupt.
+    """
+
+    def __init__(self, session: TrackingSession, run: ExperimentRun) -> None:
+        self._session = session
+        self.run = run
+
+    @property
+    def id(self) -> str:
+        """The run id."""
+        return self.run.id
+
+    def log_metric(
+        self, name: str, value: object, step: object = None, context: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record one metric value (see :meth:`TrackingSession.log_metric`)."""
+        self._session.log_metric(self.run, name, value, step, context)
+
+    def log_metrics(
+        self,
+        metrics: TrainingMetrics | Mapping[str, object],
+        step: object = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record several metrics at one step."""
+        self._session.log_metrics(self.run, metrics, step, context)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Add parameters to the run's config."""
+        self._session.log_params(self.run, params)
+
+    def set_tags(self, tags: Iterable[str]) -> None:
+        """Add tags to the run."""
+        self._session.set_tags(self.run, tags)
+
+    def log_artifact(
+        self,
+        path: str | os.PathLike[str],
+        artifact_type: ArtifactType | str = ArtifactType.OTHER,
+        *,
+        name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ModelArtifact:
+        """Store a copy of a file."""
+        return self._session.log_artifact(self.run, path, artifact_type, name=name, metadata=metadata)
+
+    def finish(
+        self,
+        status: ExperimentStatus | str = ExperimentStatus.COMPLETED,
+        final_metrics: Mapping[str, object] | None = None,
+    ) -> None:
+        """Finish the run and wait until everything is stored."""
+        self._session.finish_run(self.run, status, final_metrics)
+
+    def __enter__(self) -> ActiveRun:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.run.id not in {r.id for r in self._session.open_runs}:
+            return
+        if exc_type is None:
+            status = ExperimentStatus.COMPLETED
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = ExperimentStatus.INTERRUPTED
+        else:
+            status = ExperimentStatus.FAILED
+        self.finish(status)
+
+
+class MLTracker:
+    """Async tracking API of the seed: ``run = await tracker.create_run(...)``; log; finish.
+
+    Log calls only append to the writer's buffer, so they return at once; ``finish_run``
+    and ``flush`` wait for the store without blocking the event loop.
+    """
+
+    def __init__(self, session: TrackingSession) -> None:
+        self.session = session
+
+    async def create_run(
+        self,
+        experiment_name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        tags: Iterable[str] | None = None,
+        description: str | None = None,
+    ) -> ExperimentRun:
+        """Start a run of ``experiment_name`` (default ``ML_EXPERIMENT_NAME``) with ``config``."""
+        return self.session.create_run(experiment_name, config, name=name, tags=tags, description=description)
+
+    async def log_metrics(
+        self,
+        run: RunRef,
+        metrics: TrainingMetrics | Mapping[str, object],
+        step: object = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record several metrics at one step (one buffer append for all of them)."""
+        self.session.log_metrics(run, metrics, step, context)
+
+    async def log_metric(
+        self,
+        run: RunRef,
+        name: str,
+        value: object,
+        step: object = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record one metric value at ``step`` (default: its last step + 1)."""
+        self.session.log_metric(run, name, value, step, context)
+
+    async def log_params(self, run: RunRef, params: Mapping[str, Any]) -> None:
+        """Add parameters to the run's config."""
+        self.session.log_params(run, params)
+
+    async def set_tags(self, run: RunRef, tags: Iterable[str]) -> None:
+        """Add tags to the run."""
+        self.session.set_tags(run, tags)
+
+    async def log_artifact(
+        self,
+        run: RunRef,
+        path: str | os.PathLike[str],
+        artifact_type: ArtifactType | str = ArtifactType.OTHER,
+        *,
+        name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ModelArtifact:
+        """Store a copy of the file at ``path`` as an artifact of ``artifact_type``."""
+        return await asyncio.to_thread(
+            self.session.log_artifact, run, path, artifact_type, name=name, metadata=metadata
+        )
+
+    async def finish_run(
+        self,
+        run: RunRef,
+        status: ExperimentStatus | str = ExperimentStatus.COMPLETED,
+        final_metrics: Mapping[str, object] | None = None,
+    ) -> None:
+        """Finish the run with ``status``; ``final_metrics`` default to each metric's last value."""
+        await asyncio.to_thread(self.session.finish_run, run, status, final_metrics)
+
+    async def flush(self) -> None:
+        """Wait until everything logged so far is stored."""
+        await asyncio.to_thread(self.session.flush)

@@ -1,0 +1,353 @@
+"""The writer: log calls append to a columnar buffer and return; a flusher hands batches on.
+
+The calling thread pays for a lock and four array appends. A flusher thread seals the buffer
+every ``flush_interval`` seconds (or when a batch fills) and hands the operations, in order,
+to a *sink*: :class:`HookSink` calls the write hooks in this process; a process sink ships
+them to a writer process that does the same there. Memory is bounded: when
+``max_buffered_points`` are waiting, log calls wait for the flusher (backpressure), they
+never drop points.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from mltrack.errors import BackendError
+from mltrack.models import Context, MetricBatch
+
+__all__ = ["HookSink", "Op", "Sink", "Writer", "WriterStats"]
+
+log = logging.getLogger("mltrack")
+
+
+@attrs.define
+class WriterStats:
+    """What the writer did, for ``health_check()``: failures are counted, never hidden."""
+
+    points_logged: int = 0
+    points_delivered: int = 0
+    points_undelivered: int = 0
+    write_errors: int = 0
+    retries: int = 0
+    last_error: str | None = None
+    errors_by_target: dict[str, int] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Op:
+    """One write operation for the sink: a hook name and its keyword arguments."""
+
+    hook: str
+    kwargs: Mapping[str, Any]
+    points: int = 0
+
+
+class Sink(Protocol):
+    """Where the writer hands operations, in order."""
+
+    def deliver(self, op: Op) -> None:
+        """Store ``op`` (retrying as it sees fit); raise only in strict mode."""
+
+    def close(self) -> None:
+        """Release resources after the last ``deliver``."""
+
+
+class _Chunk:
+    """Columns of points not yet handed on; ``keys`` interns (run_id, name, context)."""
+
+    __slots__ = ("key_ids", "keys", "kidx", "steps", "ts", "values")
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, str, Context]] = []
+        self.key_ids: dict[tuple[str, str, Context], int] = {}
+        self.kidx = array("I")
+        self.steps = array("q")
+        self.values = array("d")
+        self.ts = array("d")
+
+    def batches(self) -> list[tuple[str, MetricBatch]]:
+        """Split into one MetricBatch per run."""
+        run_ids = {k[0] for k in self.keys}
+        if len(run_ids) == 1:
+            keys = [(name, ctx) for _, name, ctx in self.keys]
+            return [(self.keys[0][0], MetricBatch(keys, self.kidx, self.steps, self.values, self.ts))]
+        out = []
+        for run_id in sorted(run_ids):
+            remap = {i: j for j, i in enumerate(i for i, k in enumerate(self.keys) if k[0] == run_id)}
+            rows = [r for r, k in enumerate(self.kidx) if k in remap]
+            out.append(
+                (
+                    run_id,
+                    MetricBatch(
+                        [(self.keys[i][1], self.keys[i][2]) for i in remap],
+                        array("I", (remap[self.kidx[r]] for r in rows)),
+                        array("q", (self.steps[r] for r in rows)),
+                        array("d", (self.values[r] for r in rows)),
+                        array("d", (self.ts[r] for r in rows)),
+                    ),
+                )
+            )
+        return out
+
+
+class HookSink:
+    """Delivers operations to each target (backend or observers) on its own, with retries."""
+
+    def __init__(
+        self,
+        targets: list[Any],
+        stats: WriterStats,
+        *,
+        strict: bool = False,
+        max_retries: int = 4,
+        backoff: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._targets = targets
+        self._stats = stats
+        self._strict = strict
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._sleep = sleep
+
+    def deliver(self, op: Op) -> None:
+        failures: list[str] = []
+        for target in self._targets:
+            for attempt in range(self._max_retries + 1):
+                try:
+                    target.call(op.hook, **op.kwargs)
+                    break
+                except Exception as exc:
+                    if self._strict:
+                        raise BackendError(f"backend {target.name!r} failed in {op.hook}: {exc}") from exc
+                    if attempt == self._max_retries:
+                        failures.append(target.name)
+                        self._record_failure(target.name, op, exc)
+                    else:
+                        self._stats.retries += 1
+                        self._sleep(self._backoff * (2**attempt))
+        if not failures:
+            self._stats.points_delivered += op.points
+
+    def _record_failure(self, target: str, op: Op, exc: Exception) -> None:
+        stats = self._stats
+        stats.write_errors += 1
+        stats.points_undelivered += op.points
+        stats.errors_by_target[target] = stats.errors_by_target.get(target, 0) + 1
+        stats.last_error = f"{target}: {op.hook} failed: {type(exc).__name__}: {exc}"
+        log.error(
+            "mltrack: backend %r could not store %s (%d points) after %d retries: %s",
+            target,
+            op.hook,
+            op.points,
+            self._max_retries,
+            exc,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class Writer:
+    """The buffer and its flusher thread; one per tracker."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        stats: WriterStats | None = None,
+        flush_interval: float = 0.1,
+        batch_size: int = 50_000,
+        max_buffered_points: int = 1_000_000,
+    ) -> None:
+        self.stats = stats if stats is not None else WriterStats()
+        self._sink = sink
+        self._interval = flush_interval
+        self._batch_size = max(1, batch_size)
+        self._max_points = max(self._batch_size, max_buffered_points)
+        self._cond = threading.Condition(threading.Lock())
+        self._chunk = _Chunk()
+        self._queue: deque[tuple[int, Op]] = deque()
+        self._pending_points = 0
+        self._next_step: dict[tuple[str, str, Context], int] = {}
+        self._seq = 0  # operations enqueued
+        self._done = 0  # operations delivered
+        self._error: BaseException | None = None
+        self._closing = False
+        self._flush_requested = False
+        self._thread = threading.Thread(target=self._run, name="mltrack-writer", daemon=True)
+        self._thread.start()
+
+    # --- called by the training loop -------------------------------------------------
+
+    def log_point(
+        self, run_id: str, name: str, value: float, step: int | None, context: Context, ts: float
+    ) -> int:
+        """Buffer one validated point; returns the step used (``None`` means last step + 1)."""
+        key = (run_id, name, context)
+        with self._cond:
+            if self._error is not None:
+                self._raise_error()
+            if self._pending_points >= self._max_points:
+                self._wait_for_space()
+            chunk = self._chunk
+            if step is None:
+                step = self._next_step.get(key, 0)
+            self._next_step[key] = step + 1
+            kid = chunk.key_ids.get(key)
+            if kid is None:
+                kid = chunk.key_ids[key] = len(chunk.keys)
+                chunk.keys.append(key)
+            chunk.kidx.append(kid)
+            chunk.steps.append(step)
+            chunk.values.append(value)
+            chunk.ts.append(ts)
+            self._pending_points += 1
+            self.stats.points_logged += 1
+            if len(chunk.values) >= self._batch_size:
+                self._seal()
+                self._cond.notify_all()
+        return step
+
+    def log_points(
+        self, run_id: str, items: Mapping[str, float], step: int | None, context: Context, ts: float
+    ) -> None:
+        """Buffer several validated points of one step under one lock."""
+        with self._cond:
+            if self._error is not None:
+                self._raise_error()
+            if self._pending_points >= self._max_points:
+                self._wait_for_space()
+            chunk = self._chunk
+            for name, value in items.items():
+                key = (run_id, name, context)
+                s = self._next_step.get(key, 0) if step is None else step
+                self._next_step[key] = s + 1
+                kid = chunk.key_ids.get(key)
+                if kid is None:
+                    kid = chunk.key_ids[key] = len(chunk.keys)
+                    chunk.keys.append(key)
+                chunk.kidx.append(kid)
+                chunk.steps.append(s)
+                chunk.values.append(value)
+                chunk.ts.append(ts)
+            n = len(items)
+            self._pending_points += n
+            self.stats.points_logged += n
+            if len(chunk.values) >= self._batch_size:
+                self._seal()
+                self._cond.notify_all()
+
+    def submit(self, hook: str, *, wait: bool = False, **kwargs: Any) -> None:
+        """Queue a non-metric operation after every point logged so far; ``wait`` blocks until stored."""
+        with self._cond:
+            if self._error is not None:
+                self._raise_error()
+            self._seal()
+            seq = self._enqueue(Op(hook, kwargs))
+            self._cond.notify_all()
+        if wait:
+            self._wait_done(seq)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Hand everything logged so far to the sink and wait; False if ``timeout`` ran out."""
+        with self._cond:
+            self._seal()
+            seq = self._seq
+            self._flush_requested = True
+            self._cond.notify_all()
+        return self._wait_done(seq, timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Drain everything, stop the flusher and close the sink."""
+        drained = self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        self._sink.close()
+        return drained
+
+    @property
+    def pending_points(self) -> int:
+        """Points logged but not yet handed to the sink."""
+        return self._pending_points
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _raise_error(self) -> None:
+        err, self._error = self._error, None
+        assert err is not None
+        raise err
+
+    def _wait_for_space(self) -> None:
+        self._seal()
+        self._flush_requested = True
+        self._cond.notify_all()
+        while self._pending_points >= self._max_points and self._error is None:
+            if not self._thread.is_alive():
+                raise BackendError("mltrack writer thread is not running; the buffer cannot drain")
+            self._cond.wait(0.5)
+
+    def _wait_done(self, seq: int, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._done < seq:
+                if self._error is not None:
+                    self._raise_error()
+                if not self._thread.is_alive():
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(0.5 if remaining is None else min(remaining, 0.5))
+            if self._error is not None:
+                self._raise_error()
+        return True
+
+    def _enqueue(self, op: Op) -> int:
+        self._seq += 1
+        self._queue.append((self._seq, op))
+        return self._seq
+
+    def _seal(self) -> None:
+        """Move the open chunk into the queue as one operation per run (lock held)."""
+        chunk = self._chunk
+        if not chunk.values:
+            return
+        self._chunk = _Chunk()
+        for run_id, batch in chunk.batches():
+            self._enqueue(Op("mltrack_log_metrics", {"run_id": run_id, "batch": batch}, len(batch)))
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue and not self._closing:
+                    if not self._flush_requested:
+                        self._cond.wait(self._interval)
+                    self._seal()
+                self._flush_requested = False
+                if not self._queue:
+                    if self._closing:
+                        return
+                    continue
+                batch = list(self._queue)
+                self._queue.clear()
+            for seq, op in batch:
+                try:
+                    self._sink.deliver(op)
+                except BaseException as exc:  # strict mode: surface in the caller
+                    with self._cond:
+                        self._error = exc
+                with self._cond:
+                    self._done = seq
+                    self._pending_points -= op.points
+                    self._cond.notify_all()
