@@ -44,7 +44,9 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 RegisterBackend = Callable[..., None]
-"""``register(name, factory, *, persistent=True, description="")``; see :func:`mltrack_register_backends`."""
+"""``register(name, factory, *, persistent=True, description="", out_of_process=False)``.
+
+See :func:`mltrack_register_backends`."""
 
 
 # --- discovery --------------------------------------------------------------------------
@@ -54,12 +56,15 @@ RegisterBackend = Callable[..., None]
 def mltrack_register_backends(register: RegisterBackend) -> None:
     """Announce the backends this plugin provides. Since 0.1.
 
-    Call ``register(name, factory, persistent=True, description="")`` once per backend.
+    Call ``register(name, factory, persistent=True, description="", out_of_process=False)``
+    once per backend.
     ``factory(config: BackendConfig) -> object`` builds the backend object (whose methods
     are ``@hookimpl`` implementations of the write, read and health hooks); it is called
     only when the backend is selected, so heavy imports belong inside it. ``persistent``
     says whether data survives the process (``memory`` does not, so it is never chosen by
-    default). Called for every plugin: a plugin may register zero or many backends.
+    default). ``out_of_process=True`` asks for a separate writer process: the training
+    process then never imports the store, and a killed training process loses nothing it
+    already handed over. Called for every plugin: a plugin may register zero or many backends.
     """
 
 

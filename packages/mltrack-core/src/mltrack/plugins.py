@@ -53,6 +53,8 @@ class BackendRegistration:
     plugin: str
     persistent: bool = True
     description: str = ""
+    out_of_process: bool = False
+    """Prefer a separate writer process (the store is slow or heavy to import)."""
 
 
 @attrs.frozen
@@ -161,6 +163,7 @@ class PluginHost:
                 *,
                 persistent: bool = True,
                 description: str = "",
+                out_of_process: bool = False,
                 _plugin: str = plugin_name,
             ) -> None:
                 hookspecs_name = str(name)
@@ -173,7 +176,7 @@ class PluginHost:
                     )
                     return
                 found[hookspecs_name] = BackendRegistration(
-                    hookspecs_name, factory, _plugin, persistent, description
+                    hookspecs_name, factory, _plugin, persistent, description, out_of_process
                 )
 
             try:
