@@ -21,3 +21,11 @@ def use_memory(tmp_path: Path) -> None:
     import mltrack
 
     mltrack.configure_backend("memory", store=str(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A site dir holding two throwaway plugins: ``filelog`` (works) and ``broken``."""
+    from _plugin_dists import build_plugins
+
+    return build_plugins(tmp_path_factory.mktemp("plugins"))

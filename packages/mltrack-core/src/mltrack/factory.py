@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from mltrack.config import TrackingConfig, configure_backend, current_config
@@ -14,7 +14,7 @@ from mltrack.models import ExperimentStatus, HealthStatus
 from mltrack.plugins import ActiveBackends, get_plugin_host
 from mltrack.repository import ExperimentRepository
 from mltrack.tracker import ActiveRun, MLTracker, TrackingSession
-from mltrack.writer import HookSink, Writer, WriterStats
+from mltrack.writer import HookSink, Sink, Writer, WriterStats
 
 __all__ = [
     "configure_backend",
@@ -37,11 +37,29 @@ def _active_backends() -> ActiveBackends:
         return _backends
 
 
-def _build_session(config: TrackingConfig) -> TrackingSession:
+def _writer_mode(config: TrackingConfig) -> str:
+    if config.writer in ("thread", "process"):
+        return config.writer
+    if config.writer != "auto":
+        raise ValueError(f"MLTRACK_WRITER={config.writer!r}: use thread, process or auto")
+    registrations = get_plugin_host().select_backends(config)
+    return "process" if any(r.out_of_process for r in registrations) else "thread"
+
+
+def build_session(config: TrackingConfig, backends: Callable[[], ActiveBackends]) -> TrackingSession:
+    """A session writing through a writer process or an in-process thread, as ``config`` says.
+
+    ``backends`` is called only for the in-process writer, so a trainer whose backend runs in
+    a writer process never imports the store.
+    """
     stats = WriterStats()
-    sink = HookSink(
-        _active_backends().write_targets, stats, strict=config.strict, max_retries=config.max_retries
-    )
+    sink: Sink
+    if _writer_mode(config) == "process":
+        from mltrack._writer_process import ProcessSink
+
+        sink = ProcessSink(config, stats)
+    else:
+        sink = HookSink(backends().write_targets, stats, strict=config.strict, max_retries=config.max_retries)
     writer = Writer(
         sink,
         stats=stats,
@@ -57,7 +75,7 @@ def tracking_session() -> TrackingSession:
     global _session
     with _lock:
         if _session is None:
-            _session = _build_session(current_config())
+            _session = build_session(current_config(), _active_backends)
         return _session
 
 

@@ -54,7 +54,10 @@ class Sink(Protocol):
     """Where the writer hands operations, in order."""
 
     def deliver(self, op: Op) -> None:
-        """Store ``op`` (retrying as it sees fit); raise only in strict mode."""
+        """Store ``op`` (retrying as it sees fit), or ship it to whoever stores it; raise only in strict mode."""
+
+    def barrier(self) -> None:
+        """Return once every operation delivered so far is stored."""
 
     def close(self) -> None:
         """Release resources after the last ``deliver``."""
@@ -152,8 +155,11 @@ class HookSink:
             exc,
         )
 
+    def barrier(self) -> None:
+        """Nothing to wait for: ``deliver`` stores before it returns."""
+
     def close(self) -> None:
-        pass
+        """Nothing to release: the targets belong to the caller."""
 
 
 class Writer:
@@ -179,7 +185,9 @@ class Writer:
         self._pending_points = 0
         self._next_step: dict[tuple[str, str, Context], int] = {}
         self._seq = 0  # operations enqueued
-        self._done = 0  # operations delivered
+        self._shipped = 0  # operations handed to the sink
+        self._done = 0  # operations the sink confirmed stored (after a barrier)
+        self._waiters = 0
         self._error: BaseException | None = None
         self._closing = False
         self._flush_requested = False
@@ -300,17 +308,23 @@ class Writer:
     def _wait_done(self, seq: int, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._done < seq:
+            self._waiters += 1
+            self._flush_requested = True
+            self._cond.notify_all()
+            try:
+                while self._done < seq:
+                    if self._error is not None:
+                        self._raise_error()
+                    if not self._thread.is_alive():
+                        return False
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(0.5 if remaining is None else min(remaining, 0.5))
                 if self._error is not None:
                     self._raise_error()
-                if not self._thread.is_alive():
-                    return False
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cond.wait(0.5 if remaining is None else min(remaining, 0.5))
-            if self._error is not None:
-                self._raise_error()
+            finally:
+                self._waiters -= 1
         return True
 
     def _enqueue(self, op: Op) -> int:
@@ -330,17 +344,18 @@ class Writer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._queue and not self._closing:
-                    if not self._flush_requested:
-                        self._cond.wait(self._interval)
-                    self._seal()
+                barrier_due = self._waiters > 0 and self._shipped > self._done
+                if not (self._queue or self._closing or self._flush_requested or barrier_due):
+                    self._cond.wait(self._interval)
+                self._seal()
                 self._flush_requested = False
-                if not self._queue:
+                batch = list(self._queue)
+                self._queue.clear()
+                barrier = self._waiters > 0
+                if not batch and not (barrier and self._shipped > self._done):
                     if self._closing:
                         return
                     continue
-                batch = list(self._queue)
-                self._queue.clear()
             for seq, op in batch:
                 try:
                     self._sink.deliver(op)
@@ -348,6 +363,16 @@ class Writer:
                     with self._cond:
                         self._error = exc
                 with self._cond:
-                    self._done = seq
+                    self._shipped = seq
                     self._pending_points -= op.points
                     self._cond.notify_all()
+            if barrier:
+                try:
+                    self._sink.barrier()
+                except BaseException as exc:
+                    with self._cond:
+                        self._error = exc
+            with self._cond:
+                if barrier:
+                    self._done = self._shipped
+                self._cond.notify_all()

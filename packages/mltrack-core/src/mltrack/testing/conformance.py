@@ -28,11 +28,10 @@ import pytest
 
 from mltrack.config import TrackingConfig
 from mltrack.errors import RunNotFoundError
+from mltrack.factory import build_session
 from mltrack.models import ArtifactType, ExperimentStatus, ExperimentSummary, TrainingMetrics
 from mltrack.plugins import PluginHost, get_plugin_host
 from mltrack.repository import ExperimentRepository
-from mltrack.tracker import TrackingSession
-from mltrack.writer import HookSink, Writer, WriterStats
 
 __all__ = ["BackendConformance", "Harness"]
 
@@ -47,18 +46,7 @@ class Harness:
     def __init__(self, config: TrackingConfig, host: PluginHost | None = None) -> None:
         self.config = config
         self.backends = (host or get_plugin_host()).activate(config)
-        stats = WriterStats()
-        sink = HookSink(
-            self.backends.write_targets, stats, strict=config.strict, max_retries=config.max_retries
-        )
-        writer = Writer(
-            sink,
-            stats=stats,
-            flush_interval=config.flush_interval,
-            batch_size=config.batch_size,
-            max_buffered_points=config.max_buffered_points,
-        )
-        self.session = TrackingSession(config, writer)
+        self.session = build_session(config, lambda: self.backends)
         self.repo = ExperimentRepository(self.backends, before_read=self.session.flush)
 
     def close(self) -> None:

@@ -1,0 +1,96 @@
+"""The writer process: the store's work leaves the trainer, and survives the trainer's death."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from _plugin_dists import run_py
+
+LOSS_WINDOW_S = 0.1  # the flush interval: points returned earlier than this before a kill are kept
+
+
+def _records(log: Path) -> list[dict]:
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_process_writer_stores_everything_and_the_trainer_never_loads_the_store(
+    plugin_path: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.jsonl"
+    proc = run_py(
+        plugin_path,
+        """
+        import os, sys, mltrack
+        with mltrack.start_run("proc") as run:
+            for step in range(5000):
+                run.log_metric("m", float(step), step=step)
+        from mltrack.factory import tracking_session
+        print(type(tracking_session().writer._sink).__name__, "json" in sys.modules)
+        """,
+        ML_TRACKING_BACKEND="filelog",
+        ML_STORAGE_PATH=str(log),
+        MLTRACK_WRITER="process",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "ProcessSink"
+    records = _records(log)
+    steps = [s for r in records if r["hook"] == "log_metrics" for s in r["steps"]]
+    assert steps == list(range(5000))
+    assert records[-1] == {"hook": "finish_run", "run_id": records[0]["run_id"], "status": "completed"}
+
+
+def test_sigkilled_trainer_loses_nothing_older_than_the_flush_interval_and_reads_crashed(
+    plugin_path: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.jsonl"
+    trainer = textwrap.dedent(
+        """
+        import sys, time, mltrack
+        run = mltrack.start_run("doomed")
+        step = 0
+        while True:
+            run.log_metric("m", float(step), step=step)
+            if step % 50 == 0:
+                print(step, time.time(), flush=True)  # this step's log call has returned
+            step += 1
+            time.sleep(0.0002)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_"))}
+    env.update(
+        PYTHONPATH=str(plugin_path),
+        MLTRACK_LOAD_PLUGINS="filelog",
+        ML_TRACKING_BACKEND="filelog",
+        ML_STORAGE_PATH=str(log),
+        MLTRACK_WRITER="process",
+    )
+    proc = subprocess.Popen([sys.executable, "-c", trainer], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    returned: list[tuple[int, float]] = []
+    start = time.monotonic()
+    while time.monotonic() - start < 1.5:
+        step, t = proc.stdout.readline().split()
+        returned.append((int(step), float(t)))
+    os.kill(proc.pid, signal.SIGKILL)
+    killed_at = time.time()
+    proc.wait()
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(r["hook"] == "finish_run" for r in _records(log)):
+        time.sleep(0.1)
+    records = _records(log)
+    assert records[-1]["hook"] == "finish_run"
+    assert records[-1]["status"] == "crashed"
+    stored = {s for r in records if r["hook"] == "log_metrics" for s in r["steps"]}
+    must_have = max(step for step, t in returned if t < killed_at - LOSS_WINDOW_S)
+    missing = [s for s in range(must_have + 1) if s not in stored]
+    assert missing == []
