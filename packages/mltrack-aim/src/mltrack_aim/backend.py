@@ -1,0 +1,474 @@
+"""The ``aim`` backend: mltrack's write, read and health hooks over an Aim repository.
+
+Mapping (all native Aim data, so Aim's UI, CLI and SDK show it as if Aim had written it):
+
+* run id -> Aim run hash (mltrack's ids have the same shape); experiment -> Aim experiment;
+  name, description, tags -> Aim's run name, description and tags;
+* config -> ``run["hparams"]``; metrics -> Aim metric sequences (step, value, time, context);
+* status, start and end time, final metrics -> ``run["mltrack"]`` (a run parameter, shown
+  by Aim's UI); Aim's own end time is set when the run finishes, so Aim shows it finished;
+* artifacts -> Aim's artifact storage (``file://`` URI beside the repository), with
+  mltrack's type, size, sha256 and metadata in ``run["mltrack"]["artifacts"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aim.sdk.base_run
+import numpy as np
+from aim.sdk.repo import ContainerConfig, Repo
+
+import aim
+from aim import Run
+from mltrack.config import BackendConfig
+from mltrack.errors import BackendError, RunNotFoundError
+from mltrack.hookspecs import hookimpl
+from mltrack.models import (
+    ArtifactType,
+    ExperimentRun,
+    ExperimentStatus,
+    ExperimentSummary,
+    HealthStatus,
+    MetricBatch,
+    MetricSeries,
+    ModelArtifact,
+    RunFilter,
+    to_plain,
+)
+from mltrack_aim.batch import MetricWriter
+from mltrack_aim.settings import AimSettings
+from mltrack_aim.store import RunIndex, drop_read_snapshots, open_repo, writer_state
+
+__all__ = ["AimBackend"]
+
+log = logging.getLogger("mltrack.aim")
+
+MLTRACK_KEY = "mltrack"
+"""The run parameter holding what Aim has no field for: status, times, final metrics, artifacts."""
+
+# Aim has no public way to create a run under a chosen hash; Run() takes it from
+# aim.sdk.base_run.generate_run_hash, which is swapped for the duration of one construction.
+_HASH_LOCK = threading.Lock()
+
+
+def _new_aim_run(repo: Repo, run_hash: str, experiment: str) -> Run:
+    module: Any = aim.sdk.base_run
+    with _HASH_LOCK:
+        original = module.generate_run_hash
+        module.generate_run_hash = lambda *args, **kwargs: run_hash
+        try:
+            run = Run(
+                repo=repo,
+                experiment=experiment,
+                system_tracking_interval=None,  # mltrack tracks what the user logs, nothing else
+                capture_terminal_logs=False,
+            )
+        finally:
+            module.generate_run_hash = original
+    if run.hash != run_hash:
+        run.close()
+        raise BackendError(
+            f"aim {aim.__version__} did not create run {run_hash!r} under that hash (it chose {run.hash!r}); "
+            "mltrack-aim supports aim>=3.29,<4: pip install 'aim>=3.29,<4'"
+        )
+    return run
+
+
+def _resume_aim_run(repo: Repo, run_hash: str) -> Run:
+    return Run(run_hash=run_hash, repo=repo, system_tracking_interval=None, capture_terminal_logs=False)
+
+
+def _utc(ts: float | None) -> datetime | None:
+    if ts is None or (isinstance(ts, float) and math.isnan(ts)):
+        return None
+    return datetime.fromtimestamp(float(ts), timezone.utc)
+
+
+def _plain_dict(value: object) -> dict[str, Any]:
+    plain = to_plain(value) if value is not None else {}
+    return plain if isinstance(plain, dict) else {}
+
+
+class AimBackend:
+    """An Aim repository (local folder or ``aim://`` server) as an mltrack backend."""
+
+    def __init__(self, settings: AimSettings) -> None:
+        self.settings = settings
+        self.repo = open_repo(settings.repo)
+        self.index = RunIndex(self.repo, timeout=settings.index_timeout)
+        self._runs: dict[str, Run] = {}
+        self._writers: dict[str, MetricWriter] = {}
+        self._lock = threading.RLock()
+        self._artifacts_dir = Path(settings.artifacts_dir)
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> AimBackend:
+        """Build the backend from mltrack's backend configuration."""
+        return cls(AimSettings.from_backend_config(config))
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _open_run(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is not None:
+            return run
+        # A write for a run this backend did not create (e.g. after a restart): resume it.
+        if run_id not in self.index.all_runs():
+            raise RunNotFoundError(f"aim backend: no run {run_id!r} in {self.settings.repo}")
+        run = _resume_aim_run(self.repo, run_id)
+        self._runs[run_id] = run
+        return run
+
+    def _writer(self, run_id: str) -> MetricWriter:
+        writer = self._writers.get(run_id)
+        if writer is None:
+            writer = self._writers[run_id] = MetricWriter(self._open_run(run_id))
+        return writer
+
+    def _publish(self, run_id: str) -> None:
+        """Index the run now, so plain Aim readers (``query_runs``, ``aim up``) see it at once."""
+        left = self.index.index([run_id])
+        if left:
+            log.info("mltrack-aim: run %s not indexed yet (index busy); readers will index it", run_id)
+
+    def _wait_remote(self) -> None:
+        # Remote writes go through a client-side queue; a hook must return only once stored.
+        if self.repo.is_remote_repo:
+            self.repo._client.get_queue().wait_for_finish()
+
+    def _release(self, run_id: str) -> None:
+        """Close the run's Aim objects and let go of their database handles."""
+        self._writers.pop(run_id, None)
+        run = self._runs.pop(run_id, None)
+        if run is not None:
+            run.close()
+            del run
+            # A closed Run keeps RocksDB handles until collected; another opener would fail.
+            gc.collect()
+
+    # --- writes -------------------------------------------------------------------------
+
+    @hookimpl
+    def mltrack_create_run(self, run: ExperimentRun) -> None:
+        """Create the Aim run under mltrack's id, with experiment, name, config and tags."""
+        with self._lock:
+            if run.id in self._runs:
+                return
+            if run.id in self.index.all_runs():
+                aim_run = _resume_aim_run(self.repo, run.id)  # a retried create: carry on
+            else:
+                aim_run = _new_aim_run(self.repo, run.id, run.experiment_name)
+            self._runs[run.id] = aim_run
+            aim_run.experiment = run.experiment_name
+            aim_run.name = run.run_name
+            if run.description is not None:
+                aim_run.description = run.description
+            for tag in run.tags:
+                aim_run.add_tag(tag)
+            aim_run["hparams"] = to_plain(run.config)
+            aim_run[MLTRACK_KEY] = {
+                "id": run.id,
+                "status": ExperimentStatus.RUNNING.value,
+                "start_time": run.start_time.timestamp(),
+                "end_time": None,
+                "final_metrics": {},
+                "artifacts": {},
+            }
+            aim_run.set_artifacts_uri(self._artifacts_dir.as_uri())
+            self._wait_remote()
+            self._publish(run.id)
+
+    @hookimpl
+    def mltrack_log_metrics(self, run_id: str, batch: MetricBatch) -> None:
+        """Write the batch, one (metric, context) sequence at a time, by the cheapest safe path."""
+        with self._lock:
+            writer = self._writer(run_id)
+            for name, context, steps, values, timestamps in batch.groups():
+                writer.write(name, context, steps, values, timestamps)
+            self._wait_remote()
+
+    @hookimpl
+    def mltrack_log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Merge ``params`` into the run's hparams."""
+        with self._lock:
+            run = self._open_run(run_id)
+            for key, value in params.items():
+                run["hparams", key] = to_plain(value)
+            self._wait_remote()
+
+    @hookimpl
+    def mltrack_set_tags(self, run_id: str, tags: Sequence[str]) -> None:
+        """Add Aim tags."""
+        with self._lock:
+            run = self._open_run(run_id)
+            existing = set(run.tags)
+            for tag in tags:
+                if tag not in existing:
+                    run.add_tag(tag)
+
+    @hookimpl
+    def mltrack_log_artifact(self, run_id: str, artifact: ModelArtifact) -> None:
+        """Copy the file into Aim's artifact storage and record mltrack's metadata beside it."""
+        with self._lock:
+            run = self._open_run(run_id)
+            run.log_artifact(artifact.file_path, name=artifact.name)
+            run[MLTRACK_KEY, "artifacts", artifact.name] = {
+                "type": artifact.artifact_type.value,
+                "size": artifact.size,
+                "sha256": artifact.sha256,
+                "metadata": to_plain(artifact.metadata),
+            }
+            self._wait_remote()
+
+    @hookimpl
+    def mltrack_finish_run(
+        self, run_id: str, status: ExperimentStatus, end_time: datetime, final_metrics: Mapping[str, float]
+    ) -> None:
+        """Store status, end time and final metrics, then close the Aim run (Aim shows it finished)."""
+        with self._lock:
+            run = self._open_run(run_id)
+            run[MLTRACK_KEY, "final_metrics"] = {str(k): float(v) for k, v in final_metrics.items()}
+            run[MLTRACK_KEY, "end_time"] = end_time.timestamp()
+            run[MLTRACK_KEY, "status"] = ExperimentStatus(status).value
+            self._release(run_id)  # close(): Aim's end_time, locks released, remote queue drained
+            self._publish(run_id)
+
+    @hookimpl
+    def mltrack_delete_run(self, run_id: str) -> None:
+        """Delete the run's data, its index entry and its artifact files."""
+        with self._lock:
+            self._release(run_id)
+            drop_read_snapshots(self.repo, [run_id])
+            gc.collect()
+            if run_id in self.index.all_runs():
+                deadline = time.monotonic() + self.settings.index_timeout
+                while not self.repo.delete_run(run_id):  # fails while another process holds the index
+                    if time.monotonic() >= deadline:
+                        raise BackendError(
+                            f"could not delete run {run_id}: Aim's index stayed locked; "
+                            "retry, or stop `aim up` for a moment"
+                        )
+                    time.sleep(0.1)
+            shutil.rmtree(self._artifacts_dir / run_id, ignore_errors=True)
+
+    # --- reads --------------------------------------------------------------------------
+
+    def _summary(self, run_hash: str) -> ExperimentSummary | None:
+        run = Run(run_hash, repo=self.repo, read_only=True)
+        info = _plain_dict(run.get(MLTRACK_KEY))
+        if (
+            not info
+            and run.get("hparams") is None
+            and run_hash not in set(self.repo.meta_tree.subtree("chunks").keys())
+        ):
+            return None  # not in the index (it was busy): nothing trustworthy to report yet
+        status = ExperimentStatus(info.get("status", ExperimentStatus.RUNNING.value))
+        aim_end = run.end_time
+        end = _utc(info.get("end_time")) or _utc(aim_end)
+        if status is ExperimentStatus.RUNNING:
+            status, end = self._check_alive(run_hash, aim_end, end)
+        start = _utc(info.get("start_time")) or _utc(run.creation_time) or datetime.now(timezone.utc)
+        experiment = run.experiment
+        name = run.name or experiment or run_hash
+        return ExperimentSummary(
+            experiment_id=run_hash,
+            name=name,
+            status=status,
+            start_time=start,
+            end_time=end,
+            config=_plain_dict(run.get("hparams")),
+            final_metrics={k: float(v) for k, v in _plain_dict(info.get("final_metrics")).items()},
+            tags=tuple(run.tags or ()),
+            experiment_name=experiment,
+            description=run.description,
+        )
+
+    def _check_alive(
+        self, run_hash: str, aim_end: float | None, end: datetime | None
+    ) -> tuple[ExperimentStatus, datetime | None]:
+        """RUNNING if the run's writer is alive, else CRASHED (and finalized in Aim once)."""
+        if run_hash in self._runs:
+            return ExperimentStatus.RUNNING, None
+        state = writer_state(self.repo, run_hash, self.settings.crash_grace)
+        if state != "dead":
+            return ExperimentStatus.RUNNING, None
+        crashed_at = self._finalize_crashed(run_hash)
+        return ExperimentStatus.CRASHED, end or _utc(aim_end) or crashed_at
+
+    def _finalize_crashed(self, run_hash: str) -> datetime | None:
+        """Mark a run whose writer died CRASHED in Aim and close it, so Aim's UI shows it finished."""
+        now = datetime.now(timezone.utc)
+        try:
+            run = _resume_aim_run(self.repo, run_hash)  # Aim lifts a dead writer's lock itself
+        except Exception as exc:  # another reader got there first, or the lock is foreign
+            log.debug("mltrack-aim: could not finalize crashed run %s: %s", run_hash, exc)
+            return now
+        try:
+            if run.get((MLTRACK_KEY, "status")) in (None, ExperimentStatus.RUNNING.value):
+                run[MLTRACK_KEY, "status"] = ExperimentStatus.CRASHED.value
+                run[MLTRACK_KEY, "end_time"] = now.timestamp()
+        finally:
+            run.close()
+            del run
+            gc.collect()
+        self.index.index([run_hash])
+        return now
+
+    def _read_runs(self, run_hashes: Sequence[str]) -> list[ExperimentSummary]:
+        out = []
+        for h in run_hashes:
+            try:
+                summary = self._summary(h)
+            except Exception as exc:  # a run being deleted or half-written: skip it, say so
+                log.debug("mltrack-aim: skipped run %s: %s", h, exc)
+                continue
+            if summary is not None:
+                out.append(summary)
+        return out
+
+    @hookimpl
+    def mltrack_list_runs(self, run_filter: RunFilter) -> list[ExperimentSummary]:
+        """Every run, indexed first if needed, filtered and newest first."""
+        with self._lock:
+            self.index.refresh()
+            summaries = [s for s in self._read_runs(self.index.all_runs()) if run_filter.matches(s)]
+        summaries.sort(key=lambda s: s.start_time, reverse=True)
+        return summaries[: run_filter.limit] if run_filter.limit is not None else summaries
+
+    @hookimpl
+    def mltrack_get_run(self, run_id: str) -> ExperimentSummary | None:
+        """The run with exactly this id, or None."""
+        with self._lock:
+            if run_id not in self.index.all_runs():
+                return None
+            self.index.refresh([run_id])
+            found = self._read_runs([run_id])
+        return found[0] if found else None
+
+    @hookimpl
+    def mltrack_get_metrics(self, run_id: str, names: Sequence[str] | None) -> list[MetricSeries] | None:
+        """The run's metric sequences as columns (NumPy arrays), sorted by step."""
+        with self._lock:
+            if run_id not in self.index.all_runs():
+                return None
+            self.index.refresh([run_id])
+            self.repo.container_pool.pop(ContainerConfig("seqs", run_id, True), None)
+            run = Run(run_id, repo=self.repo, read_only=True)
+            wanted = None if names is None else set(names)
+            out = []
+            for name, context, _ in run.iter_metrics_info():
+                if wanted is not None and name not in wanted:
+                    continue
+                metric = run.get_metric(name, context)
+                if metric is None:
+                    continue
+                steps, (values, _epochs, times) = metric.data.numpy()
+                out.append(
+                    MetricSeries(
+                        name=name,
+                        steps=np.asarray(steps, dtype=np.int64),
+                        values=np.asarray(values, dtype=np.float64),
+                        timestamps=np.asarray(times, dtype=np.float64),
+                        context=context.to_dict(),
+                    )
+                )
+            drop_read_snapshots(self.repo, [run_id])
+            return out
+
+    @hookimpl
+    def mltrack_list_artifacts(self, run_id: str) -> list[ModelArtifact] | None:
+        """The run's artifacts, each pointing at its stored copy."""
+        with self._lock:
+            if run_id not in self.index.all_runs():
+                return None
+            self.index.refresh([run_id])
+            run = Run(run_id, repo=self.repo, read_only=True)
+            meta = _plain_dict(run.get((MLTRACK_KEY, "artifacts"), {}))
+            stored = run.artifacts
+            out = []
+            for name, artifact in stored.items():
+                info = _plain_dict(meta.get(name))
+                uri = str(artifact.uri)
+                path = uri[len("file://") :] if uri.startswith("file://") else uri
+                out.append(
+                    ModelArtifact(
+                        name=name,
+                        artifact_type=ArtifactType(info.get("type", ArtifactType.OTHER.value)),
+                        file_path=path,
+                        metadata=_plain_dict(info.get("metadata")),
+                        size=info.get("size"),
+                        sha256=info.get("sha256"),
+                    )
+                )
+            return out
+
+    # --- health -------------------------------------------------------------------------
+
+    @hookimpl
+    def mltrack_health(self) -> HealthStatus:
+        """Repository reachable and writable, Aim version, index state (and server status)."""
+        issues: list[str] = []
+        details: dict[str, Any] = {
+            "repo": self.settings.repo,
+            "aim_version": aim.__version__,
+            "artifacts_dir": str(self._artifacts_dir),
+            "open_runs": len(self._runs),
+        }
+        if self.repo.is_remote_repo:
+            details["server_reachable"] = _server_ok(self.settings.server_address)
+            if not details["server_reachable"]:
+                issues.append(
+                    f"Aim server {self.settings.repo} does not answer: start it with "
+                    f"`aim server --repo <path> --port {self.settings.server_address.rsplit(':', 1)[-1]}`"
+                )
+        else:
+            aim_dir = Path(self.repo.path)
+            details["writable"] = _writable(aim_dir)
+            if not details["writable"]:
+                issues.append(f"Aim repository {aim_dir} is not writable: fix its permissions")
+        if not issues:
+            try:
+                with self._lock:
+                    details["index"] = self.index.state()
+            except Exception as exc:
+                issues.append(f"Aim index unreadable: {type(exc).__name__}: {exc}")
+        return HealthStatus(not issues, tuple(issues), backend="aim", details=details)
+
+    def close(self) -> None:
+        """Close every run still open here (their data is already stored)."""
+        with self._lock:
+            for run_id in list(self._runs):
+                with contextlib.suppress(Exception):
+                    self._release(run_id)
+
+
+def _writable(path: Path) -> bool:
+    probe = path / f".mltrack-write-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def _server_ok(address: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{address}/status/", timeout=3) as resp:
+            return int(resp.status) == 200
+    except OSError:
+        return False

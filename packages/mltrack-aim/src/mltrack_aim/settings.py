@@ -1,0 +1,96 @@
+"""Where the Aim backend stores data: a local repository path or an ``aim://host:port`` server.
+
+Resolved from, in order: the ``repo_path`` backend option (``configure_aim_backend``),
+``AIM_REPO_PATH``, mltrack's ``storage_path`` (``ML_STORAGE_PATH``), else ``./aim_logs``.
+This module does not import aim, so ``import mltrack_aim`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mltrack.config import BackendConfig, TrackingConfig, configure_backend
+
+__all__ = ["DEFAULT_REPO_PATH", "REMOTE_SCHEME", "AimSettings", "configure_aim_backend"]
+
+DEFAULT_REPO_PATH = "./aim_logs"
+REMOTE_SCHEME = "aim://"
+
+
+@attrs.frozen
+class AimSettings:
+    """The resolved settings of one Aim backend."""
+
+    repo: str
+    """An absolute local path (the folder holding ``.aim``) or ``aim://host:port``."""
+    experiment_name: str
+    artifacts_dir: str
+    """Local folder receiving artifact copies (Aim's ``file://`` artifact storage)."""
+    index_timeout: float = 10.0
+    """Seconds to keep retrying when another process (``aim up``) holds Aim's index lock."""
+    crash_grace: float = 45.0
+    """Seconds past a missed Aim check-in before a run on another host reads as CRASHED."""
+
+    @property
+    def is_remote(self) -> bool:
+        """True for an ``aim://`` server."""
+        return self.repo.startswith(REMOTE_SCHEME)
+
+    @property
+    def server_address(self) -> str:
+        """``host:port`` of the remote server (empty for a local repository)."""
+        return self.repo[len(REMOTE_SCHEME) :] if self.is_remote else ""
+
+    @classmethod
+    def from_backend_config(cls, config: BackendConfig) -> AimSettings:
+        """Resolve the settings mltrack hands to the ``aim`` backend factory."""
+        options: Mapping[str, Any] = config.options
+        raw = (
+            options.get("repo_path")
+            or os.environ.get("AIM_REPO_PATH")
+            or config.storage_path
+            or DEFAULT_REPO_PATH
+        )
+        raw = str(raw)
+        if raw.startswith(REMOTE_SCHEME):
+            repo = raw.rstrip("/")
+            # A server's files are not ours to write: artifact copies stay on this machine.
+            default_artifacts = Path(config.storage_path or DEFAULT_REPO_PATH)
+            if str(default_artifacts).startswith(REMOTE_SCHEME):
+                default_artifacts = Path(DEFAULT_REPO_PATH)
+            artifacts = Path(options.get("artifacts_dir") or default_artifacts / "aim_artifacts")
+        else:
+            repo = str(Path(raw).expanduser().resolve())
+            artifacts = Path(options.get("artifacts_dir") or Path(repo) / "aim_artifacts")
+        return cls(
+            repo=repo,
+            experiment_name=config.experiment_name,
+            artifacts_dir=str(artifacts.expanduser().resolve()),
+            index_timeout=float(options.get("index_timeout", 10.0)),
+            crash_grace=float(options.get("crash_grace", 45.0)),
+        )
+
+
+def configure_aim_backend(
+    repo_path: str | os.PathLike[str] | None = None,
+    experiment_name: str | None = None,
+    **options: Any,
+) -> TrackingConfig:
+    """Use Aim for tracking: ``configure_aim_backend(repo_path="./my_experiments")``.
+
+    ``repo_path`` is a folder (the Aim repository is ``<repo_path>/.aim``, created on first
+    use) or ``aim://host:port`` for a remote ``aim server``; by default ``AIM_REPO_PATH``,
+    else ``ML_STORAGE_PATH``, else ``./aim_logs``. ``experiment_name`` is the default
+    experiment of new runs (``ML_EXPERIMENT_NAME``). Other options: ``artifacts_dir``,
+    ``index_timeout``, ``crash_grace``.
+    """
+    if repo_path is not None:
+        options["repo_path"] = os.fspath(repo_path)
+    if experiment_name is not None:
+        options["experiment_name"] = experiment_name
+    return configure_backend("aim", **options)

@@ -1,0 +1,31 @@
+"""mltrack's backend conformance suite on a local Aim repository and on a real ``aim server``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mltrack.config import TrackingConfig
+from mltrack.testing.conformance import BackendConformance
+from mltrack_aim import AimProcess
+
+
+class TestAimLocalRepository(BackendConformance):
+    @pytest.fixture
+    def tracking_config(self, aim_repo: Path) -> TrackingConfig:
+        return TrackingConfig(
+            backends=("aim",), backend_options={"aim": {"repo_path": str(aim_repo)}}, strict=True
+        )
+
+
+class TestAimServer(BackendConformance):
+    @pytest.fixture
+    def tracking_config(self, aim_server: AimProcess, tmp_path: Path) -> TrackingConfig:
+        return TrackingConfig(
+            backends=("aim",),
+            backend_options={
+                "aim": {"repo_path": aim_server.address, "artifacts_dir": str(tmp_path / "artifacts")}
+            },
+            strict=True,
+        )
