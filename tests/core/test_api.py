@@ -1,0 +1,85 @@
+"""The public API's behaviour around the edges: run state, exits, health after store failures."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+import mltrack
+from mltrack import ExperimentStatus, RunStateError, health_check
+from mltrack.factory import experiment_repository, tracking_session
+from mltrack.plugins import get_plugin_host
+
+pytestmark = pytest.mark.usefixtures("use_memory")
+
+
+def test_with_block_finishes_failed_on_exception_and_reraises() -> None:
+    with pytest.raises(ZeroDivisionError), mltrack.start_run("boom") as run:
+        run.log_metric("m", 1.0)
+        _ = 1 / 0
+    assert experiment_repository().get_experiment_sync(run.id).status is ExperimentStatus.FAILED
+
+
+def test_with_block_finishes_interrupted_on_keyboard_interrupt() -> None:
+    with pytest.raises(KeyboardInterrupt), mltrack.start_run("ctrl-c") as run:
+        raise KeyboardInterrupt
+    assert experiment_repository().get_experiment_sync(run.id).status is ExperimentStatus.INTERRUPTED
+
+
+def test_logging_to_a_finished_run_is_a_clear_error() -> None:
+    run = mltrack.start_run("done")
+    run.finish()
+    with pytest.raises(RunStateError, match="not open"):
+        run.log_metric("m", 1.0)
+
+
+def test_uncaught_exception_at_exit_marks_the_open_run_failed(tmp_path) -> None:
+    code = f"""
+import atexit, mltrack
+from mltrack.testing import memory
+atexit.register(lambda: print(memory._stores[{str(tmp_path)!r}][run.id].status.value))
+mltrack.configure_backend("memory", store={str(tmp_path)!r})
+run = mltrack.start_run("crashing-script")
+raise RuntimeError("training blew up")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stdout.strip() == "failed"
+
+
+class FlakyStore:
+    """A backend whose writes always fail."""
+
+    def __init__(self, config: object) -> None:
+        pass
+
+    @mltrack.hookimpl
+    def mltrack_create_run(self, run: object) -> None:
+        raise OSError("store unreachable")
+
+    @mltrack.hookimpl
+    def mltrack_log_metrics(self, run_id: str, batch: object) -> None:
+        raise OSError("store unreachable")
+
+
+class FlakyPlugin:
+    @mltrack.hookimpl
+    def mltrack_register_backends(self, register) -> None:  # type: ignore[no-untyped-def]
+        register("flaky", FlakyStore)
+
+
+def test_store_failures_never_reach_the_training_loop_and_show_in_health() -> None:
+    get_plugin_host().register(FlakyPlugin(), name="flaky-plugin")
+    mltrack.configure(backends=("flaky",), max_retries=1)
+    run = mltrack.start_run("unlucky")
+    for step in range(10):
+        run.log_metric("m", float(step), step=step)  # never raises
+    tracking_session().flush()
+    health = asyncio.run(health_check())
+    assert not health.is_healthy
+    assert "10 point(s) not stored" in health.issues[0]
+    assert "store unreachable" in health.issues[0]
+    assert health.details["writer"]["points_undelivered"] == 10
