@@ -1,25 +1,662 @@
-"""The ``mltrack`` command (also ``python -m mltrack``)."""
+"""The ``mltrack`` command (also ``python -m mltrack``): a thin layer over ``ExperimentRepository``.
+
+Exit codes: 0 ok, 1 error (message on stderr says what to do), 2 usage error.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import signal
 import sys
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mltrack import __version__
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mltrack.models import ExperimentSummary, MetricSeries
+    from mltrack.repository import ExperimentRepository
+
 EXIT_ERROR = 1
+STATUSES = ("running", "completed", "failed", "interrupted", "crashed")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _repo() -> ExperimentRepository:
+    from mltrack.factory import experiment_repository
+
+    return experiment_repository()
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    # rich sizes tables to the terminal and drops colour when output is not a TTY.
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _short(run_id: str) -> str:
+    return run_id[:8]
+
+
+def _fmt_num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 1e12:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def _fmt_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _fmt_time(when: datetime | None) -> str:
+    return "-" if when is None else when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fmt_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _json_value(value: Any) -> Any:
+    """NaN and infinities as strings, so the output is standard JSON."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _summary_dict(s: ExperimentSummary) -> dict[str, Any]:
+    return {
+        "id": s.experiment_id,
+        "name": s.name,
+        "experiment_name": s.experiment_name,
+        "status": s.status.value,
+        "start_time": s.start_time.isoformat(),
+        "end_time": None if s.end_time is None else s.end_time.isoformat(),
+        "duration_s": round(s.duration.total_seconds(), 3),
+        "config": s.config,
+        "final_metrics": s.final_metrics,
+        "tags": list(s.tags),
+    }
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(_json_value(data), indent=2, default=str))
+
+
+def _series_label(series: MetricSeries) -> str:
+    if not series.context:
+        return series.name
+    return series.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(series.context.items())) + "}"
+
+
+def _finite(values: Iterable[float]) -> list[float]:
+    return [v for v in values if not math.isnan(v)]
+
+
+# --- the command group ------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mltrack")
 def cli() -> None:
     """mltrack: backend-agnostic experiment tracking.
 
-    The backend comes from ML_TRACKING_BACKEND (or the one installed); see `mltrack backends`.
+    Every command reads the backend chosen by ML_TRACKING_BACKEND (or the one installed).
+    Run ids may be given as any unique prefix, as `mltrack ls` shows them.
     """
+
+
+@cli.command("ls")
+@click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
+@click.option("--name", help="Only runs of this experiment (or with this run name).")
+@click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeatable: all must match).")
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many runs.")
+@click.option("--sort", "sort_metric", metavar="METRIC", help="Best first by this final metric.")
+@click.option("--metric", "metrics", multiple=True, help="Final metric to show as a column (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def ls_command(
+    status: str | None,
+    name: str | None,
+    tags: tuple[str, ...],
+    limit: int | None,
+    sort_metric: str | None,
+    metrics: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """List runs, newest first (or best first with --sort).
+
+    Example: mltrack ls --status completed --sort reward --limit 10
+    """
+    from mltrack.repository import lower_is_better
+
+    runs = _repo().list_experiments_sync(
+        status=status, name=name, tags=tags, limit=None if sort_metric else limit
+    )
+    if sort_metric:
+        sign = 1 if lower_is_better(sort_metric) else -1
+        present = [
+            r for r in runs if sort_metric in r.final_metrics and not math.isnan(r.final_metrics[sort_metric])
+        ]
+        absent = [r for r in runs if r not in present]
+        runs = sorted(present, key=lambda r: sign * r.final_metrics[sort_metric]) + absent
+        runs = runs[:limit] if limit else runs
+    if as_json:
+        _echo_json([_summary_dict(r) for r in runs])
+        return
+    if not runs:
+        click.echo("No runs found.")
+        return
+    columns = list(metrics) or _common_metrics(runs, first=sort_metric)
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for header in ("id", "experiment", "status", "started", "duration", *columns):
+        table.add_column(header, no_wrap=header in ("id", "status"), overflow="ellipsis")
+    for r in runs:
+        table.add_row(
+            _short(r.experiment_id),
+            r.name
+            if r.name == r.experiment_name or not r.experiment_name
+            else f"{r.experiment_name}/{r.name}",
+            r.status.value,
+            _fmt_time(r.start_time),
+            _fmt_duration(r.duration),
+            *(_fmt_num(r.final_metrics.get(c)) for c in columns),
+        )
+    _console().print(table)
+
+
+def _common_metrics(runs: Sequence[ExperimentSummary], first: str | None, most: int = 3) -> list[str]:
+    counts: dict[str, int] = {}
+    for r in runs:
+        for m in r.final_metrics:
+            counts[m] = counts.get(m, 0) + 1
+    ordered = sorted(counts, key=lambda m: (-counts[m], m))
+    if first:
+        ordered = [first, *(m for m in ordered if m != first)]
+    return ordered[:most]
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def show(run: str, as_json: bool) -> None:
+    """Show one run: config, status, timing, final metrics, metric statistics and artifacts.
+
+    Example: mltrack show 3f2a9c
+    """
+    repo = _repo()
+    summary = repo.get_experiment_sync(run)
+    history = repo.get_experiment_metrics_sync(summary.experiment_id)
+    artifacts = repo.list_artifacts_sync(summary.experiment_id)
+    stats: list[dict[str, Any]] = []
+    for series in sorted(history.all_series, key=_series_label):
+        values = [float(v) for v in series.values]
+        finite = _finite(values)
+        stats.append(
+            {
+                "metric": _series_label(series),
+                "count": len(values),
+                "first": values[0] if values else None,
+                "last": values[-1] if values else None,
+                "min": min(finite) if finite else None,
+                "max": max(finite) if finite else None,
+                "last_step": int(series.steps[-1]) if len(series.steps) else None,
+            }
+        )
+    if as_json:
+        _echo_json(
+            {
+                **_summary_dict(summary),
+                "metrics": stats,
+                "artifacts": [
+                    {
+                        "name": a.name,
+                        "type": a.artifact_type.value,
+                        "size": a.size,
+                        "sha256": a.sha256,
+                        "path": a.file_path,
+                        "metadata": a.metadata,
+                    }
+                    for a in artifacts
+                ],
+            }
+        )
+        return
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]{summary.name}[/bold]  run {summary.experiment_id}")
+    console.print(f"experiment: {summary.experiment_name}   status: {summary.status.value}")
+    console.print(
+        f"started: {_fmt_time(summary.start_time)}   ended: {_fmt_time(summary.end_time)}   "
+        f"duration: {_fmt_duration(summary.duration)}"
+    )
+    if summary.tags:
+        console.print(f"tags: {', '.join(summary.tags)}")
+    if summary.config:
+        console.print("\n[bold]config[/bold]")
+        for key in sorted(summary.config):
+            console.print(f"  {key} = {json.dumps(summary.config[key], default=str)}", soft_wrap=True)
+    if summary.final_metrics:
+        console.print("\n[bold]final metrics[/bold]")
+        for key in sorted(summary.final_metrics):
+            console.print(f"  {key} = {_fmt_num(summary.final_metrics[key])}")
+    if stats:
+        console.print()
+        table = Table(title="metrics", title_justify="left", box=None, header_style="bold")
+        for header in ("metric", "count", "first", "last", "min", "max", "last step"):
+            table.add_column(header, justify="left" if header == "metric" else "right")
+        for s in stats:
+            table.add_row(
+                s["metric"],
+                str(s["count"]),
+                _fmt_num(s["first"]),
+                _fmt_num(s["last"]),
+                _fmt_num(s["min"]),
+                _fmt_num(s["max"]),
+                str(s["last_step"]),
+            )
+        console.print(table)
+    if artifacts:
+        console.print()
+        table = Table(title="artifacts", title_justify="left", box=None, header_style="bold")
+        for header in ("name", "type", "size", "path"):
+            table.add_column(header, overflow="fold")
+        for a in artifacts:
+            table.add_row(a.name, a.artifact_type.value, _fmt_size(a.size), a.file_path)
+        console.print(table)
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option(
+    "--metric", "metrics", multiple=True, help="Metric to compare (repeatable; default: all final metrics)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def compare(runs: tuple[str, ...], metrics: tuple[str, ...], as_json: bool) -> None:
+    """Compare runs side by side: differing hyperparameters, final metrics, the best run.
+
+    Example: mltrack compare 3f2a9c 8be41d --metric reward
+    """
+    if len(runs) < 2:
+        raise click.UsageError("compare needs at least two runs")
+    comparison = _repo().compare_experiments_sync(list(runs), metrics=list(metrics) or None)
+    if as_json:
+        _echo_json(
+            {
+                "runs": [_summary_dict(r) for r in comparison.runs],
+                "differing_params": comparison.differing_params,
+                "final_metrics": comparison.final_metrics,
+                "best": comparison.best,
+            }
+        )
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("")
+    for r in comparison.runs:
+        table.add_column(f"{r.name}\n{_short(r.experiment_id)}", justify="right")
+    ids = [r.experiment_id for r in comparison.runs]
+    for key, values in comparison.differing_params.items():
+        table.add_row(key, *(json.dumps(values.get(i), default=str) for i in ids))
+    if comparison.differing_params and comparison.metrics:
+        table.add_section()
+    for m in comparison.metrics:
+        best = comparison.best.get(m)
+        cells = []
+        for i in ids:
+            text = _fmt_num(comparison.final_metrics[i].get(m))
+            cells.append(f"[bold]{text} *[/bold]" if i == best else text)
+        table.add_row(m, *cells)
+    console = _console()
+    console.print(table)
+    if not comparison.differing_params:
+        console.print("(no hyperparameters differ)")
+    for m, run_id in comparison.best.items():
+        name = next(r.name for r in comparison.runs if r.experiment_id == run_id)
+        console.print(f"best by {m}: {name} ({_short(run_id)})")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default="csv", show_default=True
+)
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file."
+)
+@click.option("--metric", "metrics", multiple=True, help="Only this metric (repeatable).")
+def export(runs: tuple[str, ...], fmt: str, out: Path, metrics: tuple[str, ...]) -> None:
+    """Export metric histories (and run summaries) to CSV, JSON or Parquet.
+
+    CSV and Parquet write the points to OUT (columns run_id, run_name, metric, context, step,
+    value, timestamp) and the run summaries beside it as <OUT stem>.runs.<ext>; JSON writes both
+    into OUT.
+
+    Example: mltrack export 3f2a9c --format csv --out metrics.csv
+    """
+    repo = _repo()
+    summaries = [repo.get_experiment_sync(r) for r in runs]
+    histories = [
+        repo.get_experiment_metrics_sync(s.experiment_id, names=list(metrics) or None) for s in summaries
+    ]
+    total = sum(len(h) for h in histories)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writers: dict[str, Callable[..., None]] = {
+        "csv": _export_csv,
+        "json": _export_json,
+        "parquet": _export_parquet,
+    }
+    with _progress(total) as advance:
+        writers[fmt](out, summaries, histories, advance)
+    click.echo(f"exported {total} points of {len(summaries)} run(s) to {out}")
+
+
+class _progress:
+    """A progress bar on stderr for long exports (only on a terminal, only when long)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._total = total
+        self._bar = Progress(
+            TextColumn("exporting"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} points"),
+            TimeRemainingColumn(),
+            console=_console(stderr=True),
+            transient=False,
+            disable=total < 100_000,
+        )
+        self._task = self._bar.add_task("export", total=total)
+
+    def __enter__(self) -> Callable[[int], None]:
+        self._bar.start()
+        return lambda n: self._bar.advance(self._task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+
+def _rows(summaries: Sequence[ExperimentSummary], histories: Sequence[Any]) -> Iterable[tuple[Any, ...]]:
+    for summary, history in zip(summaries, histories):
+        for series in sorted(history.all_series, key=_series_label):
+            ctx = json.dumps(dict(series.context), sort_keys=True) if series.context else ""
+            ts = series.timestamps if series.timestamps is not None else [None] * len(series.steps)
+            for step, value, t in zip(series.steps, series.values, ts):
+                yield summary.experiment_id, summary.name, series.name, ctx, int(step), float(value), t
+
+
+_COLUMNS = ("run_id", "run_name", "metric", "context", "step", "value", "timestamp")
+_CHUNK = 20_000
+
+
+def _runs_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.runs{out.suffix}")
+
+
+def _export_csv(
+    out: Path,
+    summaries: Sequence[ExperimentSummary],
+    histories: Sequence[Any],
+    advance: Callable[[int], None],
+) -> None:
+    import csv
+
+    with out.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(_COLUMNS)
+        chunk: list[tuple[Any, ...]] = []
+        for row in _rows(summaries, histories):
+            chunk.append((*row[:5], repr(row[5]), "" if row[6] is None else repr(float(row[6]))))
+            if len(chunk) >= _CHUNK:
+                writer.writerows(chunk)
+                advance(len(chunk))
+                chunk.clear()
+        writer.writerows(chunk)
+        advance(len(chunk))
+    with _runs_path(out).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            [
+                "run_id",
+                "name",
+                "experiment_name",
+                "status",
+                "start_time",
+                "end_time",
+                "duration_s",
+                "config",
+                "final_metrics",
+                "tags",
+            ]
+        )
+        for s in summaries:
+            d = _summary_dict(s)
+            writer.writerow(
+                [
+                    d["id"],
+                    d["name"],
+                    d["experiment_name"],
+                    d["status"],
+                    d["start_time"],
+                    d["end_time"],
+                    d["duration_s"],
+                    json.dumps(_json_value(d["config"])),
+                    json.dumps(_json_value(d["final_metrics"])),
+                    ";".join(d["tags"]),
+                ]
+            )
+
+
+def _export_json(
+    out: Path,
+    summaries: Sequence[ExperimentSummary],
+    histories: Sequence[Any],
+    advance: Callable[[int], None],
+) -> None:
+    metrics = []
+    for summary, history in zip(summaries, histories):
+        for series in history.all_series:
+            metrics.append(
+                {
+                    "run_id": summary.experiment_id,
+                    "metric": series.name,
+                    "context": dict(series.context),
+                    "steps": [int(s) for s in series.steps],
+                    "values": [float(v) for v in series.values],
+                    "timestamps": None
+                    if series.timestamps is None
+                    else [float(t) for t in series.timestamps],
+                }
+            )
+            advance(len(series))
+    with out.open("w") as fh:
+        json.dump(
+            _json_value({"runs": [_summary_dict(s) for s in summaries], "metrics": metrics}), fh, default=str
+        )
+
+
+def _export_parquet(
+    out: Path,
+    summaries: Sequence[ExperimentSummary],
+    histories: Sequence[Any],
+    advance: Callable[[int], None],
+) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise click.ClickException(
+            "Parquet export needs pyarrow: pip install pyarrow (or use --format csv)"
+        ) from None
+    columns: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
+    for row in _rows(summaries, histories):
+        for name, value in zip(_COLUMNS, row):
+            columns[name].append(value)
+    pq.write_table(pa.table(columns), out)
+    advance(len(columns["step"]))
+    runs = [_summary_dict(s) for s in summaries]
+    pq.write_table(
+        pa.table(
+            {
+                k: [
+                    json.dumps(_json_value(r[k]), default=str) if isinstance(r[k], (dict, list)) else r[k]
+                    for r in runs
+                ]
+                for k in runs[0]
+            }
+        ),
+        _runs_path(out),
+    )
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--metric", required=True, help="The metric to plot against step.")
+@click.option(
+    "--smooth", type=click.IntRange(min=1), default=1, show_default=True, help="Moving average over K points."
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="FILE.png, FILE.svg or FILE.html",
+)
+def plot(runs: tuple[str, ...], metric: str, smooth: int, out: Path) -> None:
+    """Plot a metric against step, one line per run, to a PNG, SVG or HTML file.
+
+    Example: mltrack plot 3f2a9c 8be41d --metric rollout/ep_rew_mean --smooth 5 --out reward.png
+    """
+    if out.suffix.lower() not in (".png", ".svg", ".html"):
+        raise click.UsageError("--out must end in .png, .svg or .html")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise click.ClickException(
+            "mltrack plot needs matplotlib: pip install 'mltrack-core[plot]'"
+        ) from None
+    repo = _repo()
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    for run in runs:
+        summary = repo.get_experiment_sync(run)
+        history = repo.get_experiment_metrics_sync(summary.experiment_id, names=[metric])
+        if metric not in history:
+            raise click.ClickException(f"run {_short(summary.experiment_id)} has no metric {metric!r}")
+        series = history.series(metric)
+        steps = [int(s) for s in series.steps]
+        values = _moving_average([float(v) for v in series.values], smooth)
+        ax.plot(steps, values, label=f"{summary.name} ({_short(summary.experiment_id)})", linewidth=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric + (f" (moving average of {smooth})" if smooth > 1 else ""))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".html":
+        import io
+
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg")
+        out.write_text(
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{metric}</title></head><body>{buffer.getvalue()}</body></html>"
+        )
+    else:
+        fig.savefig(out)
+    plt.close(fig)
+    click.echo(f"wrote {out}")
+
+
+def _moving_average(values: list[float], k: int) -> list[float]:
+    if k <= 1:
+        return values
+    out, window, total = [], [], 0.0
+    for v in values:
+        window.append(v)
+        total += v
+        if len(window) > k:
+            total -= window.pop(0)
+        out.append(total / len(window))
+    return out
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: the store's own).")
+def ui(host: str, port: int | None) -> None:
+    """Open the backend's own web UI on the configured store; Ctrl-C stops it.
+
+    Example: ML_TRACKING_BACKEND=aim mltrack ui --port 43800
+    """
+    from mltrack.factory import _active_backends
+
+    backends = _active_backends()
+    handle = backends.read("mltrack_open_ui", host=host, port=port)
+    if handle is None:
+        raise click.ClickException(f"backend {backends.primary!r} has no web UI")
+    click.echo(f"{backends.primary} UI: {handle.url}  (Ctrl-C to stop)")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
+        click.echo("UI stopped.")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def rm(runs: tuple[str, ...], yes: bool) -> None:
+    """Delete runs and their artifacts from every configured backend.
+
+    Example: mltrack rm 3f2a9c --yes
+    """
+    repo = _repo()
+    summaries = [repo.get_experiment_sync(r) for r in runs]
+    names = ", ".join(f"{s.name} ({_short(s.experiment_id)})" for s in summaries)
+    if not yes:
+        click.confirm(f"Delete {len(summaries)} run(s): {names}?", abort=True, err=True)
+    for s in summaries:
+        repo.delete_experiment_sync(s.experiment_id)
+    click.echo(f"deleted {len(summaries)} run(s): {names}")
 
 
 @cli.command()
@@ -35,20 +672,21 @@ def backends(as_json: bool) -> None:
     plugins = host.plugins()
     regs = host.backends()
     if as_json:
-        data: dict[str, Any] = {
-            "plugins": [
-                {
-                    "name": p.name,
-                    "distribution": p.distribution,
-                    "version": p.version,
-                    "hooks": list(p.hooks),
-                    "backends": sorted(n for n, r in regs.items() if r.plugin == p.name),
-                }
-                for p in plugins
-            ],
-            "load_errors": dict(host.load_errors),
-        }
-        click.echo(json.dumps(data, indent=2))
+        _echo_json(
+            {
+                "plugins": [
+                    {
+                        "name": p.name,
+                        "distribution": p.distribution,
+                        "version": p.version,
+                        "hooks": list(p.hooks),
+                        "backends": sorted(n for n, r in regs.items() if r.plugin == p.name),
+                    }
+                    for p in plugins
+                ],
+                "load_errors": dict(host.load_errors),
+            }
+        )
         return
     if not plugins:
         click.echo("No mltrack plugins installed: pip install mltrack-aim")
@@ -74,17 +712,13 @@ def health(as_json: bool) -> None:
 
     status = health_sync()
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "is_healthy": status.is_healthy,
-                    "backend": status.backend,
-                    "issues": list(status.issues),
-                    "details": status.details,
-                },
-                indent=2,
-                default=str,
-            )
+        _echo_json(
+            {
+                "is_healthy": status.is_healthy,
+                "backend": status.backend,
+                "issues": list(status.issues),
+                "details": status.details,
+            }
         )
     else:
         state = "healthy" if status.is_healthy else "UNHEALTHY"
@@ -100,24 +734,25 @@ def health(as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    from mltrack.errors import MLTrackError
+
     try:
-        cli.main(args=argv, prog_name="mltrack", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="mltrack", standalone_mode=False)
     except click.exceptions.UsageError as exc:
         exc.show()
         return 2
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return EXIT_ERROR
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_ERROR
+    except MLTrackError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_ERROR
     except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_ERROR
-    except Exception as exc:
-        from mltrack.errors import MLTrackError
-
-        if isinstance(exc, MLTrackError):
-            click.echo(f"Error: {exc}", err=True)
-            return EXIT_ERROR
-        raise
-    return 0
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         MetricSeries,
         ModelArtifact,
         RunFilter,
+        UiHandle,
     )
 
 PROJECT = "mltrack"
@@ -154,6 +155,18 @@ def mltrack_list_artifacts(run_id: str) -> list[ModelArtifact] | None:
     """Return the run's artifacts, each with ``file_path`` pointing at a readable stored copy. Since 0.1."""
 
 
+# --- user interface ---------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def mltrack_open_ui(host: str, port: int | None) -> UiHandle | None:
+    """Start the store's own web UI on ``host``:``port`` (None: the store's default). Since 0.1.
+
+    Return a :class:`mltrack.models.UiHandle` (its URL and how to stop it) once the UI
+    answers, or None if this backend has no UI. Asked of the primary backend only.
+    """
+
+
 # --- health -------------------------------------------------------------------------------
 
 
@@ -181,6 +194,7 @@ __all__ = [
     "mltrack_log_artifact",
     "mltrack_log_metrics",
     "mltrack_log_params",
+    "mltrack_open_ui",
     "mltrack_register_backends",
     "mltrack_set_tags",
 ]

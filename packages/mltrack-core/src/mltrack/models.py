@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "ModelArtifact",
     "RunFilter",
     "TrainingMetrics",
+    "UiHandle",
     "to_metric_value",
     "to_plain",
     "to_step",
@@ -419,6 +420,15 @@ class HealthStatus:
     issues: tuple[str, ...] = attrs.field(default=(), converter=_to_str_tuple)
     backend: str = ""
     details: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class UiHandle:
+    """A running store UI: where to open it and how to stop it (with its child processes)."""
+
+    url: str
+    pid: int
+    stop: Callable[[], None] = attrs.field(eq=False, repr=False)
 
 
 def utc_from_timestamp(ts: float | None) -> datetime | None:
