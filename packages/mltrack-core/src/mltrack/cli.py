@@ -620,7 +620,7 @@ def _moving_average(values: list[float], k: int) -> list[float]:
 def ui(host: str, port: int | None) -> None:
     """Open the backend's own web UI on the configured store; Ctrl-C stops it.
 
-    Example: ML_TRACKING_BACKEND=aim mltrack ui --port 43800
+    Example: mltrack ui --port 43800
     """
     from mltrack.factory import _active_backends
 
@@ -706,7 +706,7 @@ def backends(as_json: bool) -> None:
 def health(as_json: bool) -> None:
     """Check that the configured backend works; exit code 1 if not.
 
-    Example: ML_TRACKING_BACKEND=aim mltrack health
+    Example: mltrack health --json
     """
     from mltrack.factory import health_sync
 

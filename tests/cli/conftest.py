@@ -1,0 +1,69 @@
+"""A real Aim repository holding several runs, written through mltrack, for the CLI tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+MLTRACK = str(Path(sys.executable).parent / "mltrack")
+
+
+@attrs.frozen
+class Runs:
+    repo: Path
+    ppo_fast: str
+    ppo_slow: str
+    dqn: str
+
+
+def _record(repo: Path, artifact_dir: Path) -> Runs:
+    import mltrack
+    from mltrack import factory
+
+    mltrack.configure_backend("aim", repo_path=str(repo))
+    ids = []
+    for lr, final_reward in ((1e-3, 200.0), (3e-4, 150.0)):
+        with mltrack.start_run(
+            "ppo-cartpole", {"learning_rate": lr, "gamma": 0.99}, tags=["baseline"]
+        ) as run:
+            for step in range(100):
+                run.log_metrics(
+                    {"reward": final_reward * step / 99, "loss": 200.0 / final_reward / (step + 1)},
+                    step=step * 10,
+                )
+            model = artifact_dir / f"model-{lr}.zip"
+            model.write_bytes(b"weights" * 1000)
+            run.log_artifact(model, "model", name="best_model.zip", metadata={"score": final_reward})
+        ids.append(run.id)
+    with pytest.raises(RuntimeError), mltrack.start_run("dqn-cartpole", {"learning_rate": 1e-4}) as run:
+        run.log_metric("reward", 10.0, step=0)
+        raise RuntimeError("diverged")
+    factory.reset()
+    mltrack.reset_configuration()
+    return Runs(repo, ids[0], ids[1], run.id)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    """Three runs: two PPO (completed, differing learning rates) and one DQN (failed)."""
+    root = tmp_path_factory.mktemp("cli")
+    yield _record(root / "aim_logs", root)
+
+
+def run_cli(repo: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``mltrack`` command against an Aim repository."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_"))}
+    env.update(ML_TRACKING_BACKEND="aim", AIM_REPO_PATH=str(repo), COLUMNS="160")
+    return subprocess.run([MLTRACK, *args], capture_output=True, text=True, env=env, input=input, timeout=300)
+
+
+@pytest.fixture
+def cli(runs: Runs) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cli("ls", "--json")`` runs ``mltrack ls --json`` on the three-run repository."""
+    return lambda *args, input=None: run_cli(runs.repo, *args, input=input)
