@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -50,10 +50,10 @@ def _record(repo: Path, artifact_dir: Path) -> Runs:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """Three runs: two PPO (completed, differing learning rates) and one DQN (failed)."""
     root = tmp_path_factory.mktemp("cli")
-    yield _record(root / "aim_logs", root)
+    return _record(root / "aim_logs", root)
 
 
 def run_cli(repo: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
