@@ -1,0 +1,45 @@
+"""The PPO CartPole example (what ``nox -s demo`` runs) works end to end on a small budget."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_demo_trains_twice_and_prints_the_comparison_and_the_ui_command(
+    aim_repo: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "ML_STORAGE_PATH": str(aim_repo)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--timesteps", "2048", "--eval-freq", "1024"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "learning_rate: ppo-lr-0.0003=0.0003, ppo-lr-0.001=0.001" in out
+    assert "eval/best_mean_reward" in out
+    assert "best run: ppo-lr-" in out
+    assert f"aim up --repo {aim_repo}" in out
+    assert (tmp_path / "models" / "lr-0.001" / "best_model.zip").is_file() or (
+        aim_repo.parent / "models" / "lr-0.001" / "best_model.zip"
+    ).is_file()
+
+
+@pytest.mark.slow
+def test_the_full_demo_finishes_well_within_three_minutes(aim_repo: Path, tmp_path: Path) -> None:
+    import time
+
+    env = {**os.environ, "ML_STORAGE_PATH": str(aim_repo)}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py")], check=True, cwd=tmp_path, env=env)
+    assert time.perf_counter() - started < 180
