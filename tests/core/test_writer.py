@@ -70,12 +70,16 @@ def test_operations_keep_their_order_relative_to_points() -> None:
     writer.close()
 
 
-def test_auto_step_continues_from_the_last_step() -> None:
+def test_auto_step_continues_from_the_highest_step() -> None:
     target = RecordingTarget()
     writer, _ = make_writer(target)
-    assert writer.log_point("r", "m", 1.0, 5, (), 0.0) == 5
-    assert writer.log_point("r", "m", 2.0, None, (), 0.0) == 6
-    assert writer.log_point("r", "other", 3.0, None, (), 0.0) == 0
+    writer.log_point("r", "m", 1.0, 5, (), 0.0)
+    writer.log_point("r", "m", 2.0, 2, (), 0.0)  # backwards: does not lower the next step
+    writer.log_point("r", "m", 3.0, None, (), 0.0)
+    writer.log_point("r", "other", 4.0, None, (), 0.0)
+    writer.flush()
+    assert target.points() == [(5, 1.0), (2, 2.0), (6, 3.0), (0, 4.0)]
+    assert writer.last_values("r") == {("m", ()): 3.0, ("other", ()): 4.0}
     writer.close()
 
 

@@ -29,6 +29,7 @@ import attrs
 from mltrack.config import TrackingConfig
 from mltrack.errors import BackendError
 from mltrack.models import ExperimentStatus, MetricBatch
+from mltrack.tracker import final_metric_key
 from mltrack.writer import HookSink, Op, WriterStats
 
 log = logging.getLogger("mltrack")
@@ -182,7 +183,7 @@ class _OpenRuns:
             batch: MetricBatch = op.kwargs["batch"]
             if finals is not None:
                 for name, ctx, steps, values, _ in batch.groups():
-                    key = name if not ctx else name + "{" + ",".join(f"{k}={v}" for k, v in ctx.items()) + "}"
+                    key = final_metric_key(name, tuple(sorted(ctx.items())))
                     best = max(range(len(steps)), key=steps.__getitem__)
                     prev = finals.get(key)
                     if prev is None or steps[best] >= prev[0]:

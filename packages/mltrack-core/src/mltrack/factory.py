@@ -136,7 +136,7 @@ def health_sync() -> HealthStatus:
     if session is not None:
         stats = session.stats
         details["writer"] = {
-            "points_logged": stats.points_logged,
+            "points_logged": session.writer.points_logged,
             "points_delivered": stats.points_delivered,
             "points_undelivered": stats.points_undelivered,
             "pending_points": session.writer.pending_points,

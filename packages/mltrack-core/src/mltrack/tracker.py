@@ -35,6 +35,12 @@ from mltrack.writer import Writer, WriterStats
 __all__ = ["ActiveRun", "MLTracker", "TrackingSession", "new_run_id"]
 
 RunRef = ExperimentRun | str
+_now = time.time
+
+
+def final_metric_key(name: str, context: Context) -> str:
+    """How a metric logged in a context is named among final metrics: ``loss{subset=val}``."""
+    return name if not context else name + "{" + ",".join(f"{k}={v}" for k, v in context) + "}"
 
 
 def new_run_id() -> str:
@@ -53,7 +59,6 @@ class TrackingSession:
         self.config = config
         self.writer = writer
         self._open: dict[str, ExperimentRun] = {}
-        self._last: dict[tuple[str, str, Context], tuple[int, float]] = {}
         self._names: set[str] = set()
         self._lock = threading.Lock()
 
@@ -114,17 +119,18 @@ class TrackingSession:
         step: object = None,
         context: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record one value of metric ``name`` at ``step`` (default: its last step + 1)."""
-        run_id = self._check_open(run)
-        self._check_name(name)
-        v = to_metric_value(name, value)
-        s = None if step is None else to_step(step)
-        ctx = to_context(context)
-        used = self.writer.log_point(run_id, name, v, s, ctx, time.time())
-        key = (run_id, name, ctx)
-        prev = self._last.get(key)
-        if prev is None or used >= prev[0]:
-            self._last[key] = (used, v)
+        """Record one value of metric ``name`` at ``step`` (default: its highest step + 1)."""
+        # The hot path of every training loop: the common cases are inlined.
+        run_id = run.id if type(run) is ExperimentRun else _run_id(run)
+        if run_id not in self._open:
+            self._check_open(run_id)
+        if name not in self._names:
+            self._check_name(name)
+        v = value if type(value) is float else to_metric_value(name, value)
+        if step is not None and (type(step) is not int or step < 0):
+            step = to_step(step)
+        ctx = () if context is None else to_context(context)
+        self.writer.log_point(run_id, name, v, step, ctx, _now())
 
     def log_metrics(
         self,
@@ -138,24 +144,17 @@ class TrackingSession:
         if isinstance(metrics, TrainingMetrics):
             values = metrics.as_dict()
             s: int | None = metrics.step if step is None else to_step(step)
-            ts = metrics.timestamp.timestamp() if metrics.timestamp is not None else time.time()
+            ts = metrics.timestamp.timestamp() if metrics.timestamp is not None else _now()
         else:
             values = {}
             for name, value in metrics.items():
-                self._check_name(name)
-                values[name] = to_metric_value(name, value)
+                if name not in self._names:
+                    self._check_name(name)
+                values[name] = value if type(value) is float else to_metric_value(name, value)
             s = None if step is None else to_step(step)
-            ts = time.time()
-        if not values:
-            return
-        ctx = to_context(context)
-        self.writer.log_points(run_id, values, s, ctx, ts)
-        for name, v in values.items():
-            key = (run_id, name, ctx)
-            prev = self._last.get(key)
-            used = s if s is not None else (0 if prev is None else prev[0] + 1)
-            if prev is None or used >= prev[0]:
-                self._last[key] = (used, v)
+            ts = _now()
+        if values:
+            self.writer.log_points(run_id, values, s, () if context is None else to_context(context), ts)
 
     def log_params(self, run: RunRef, params: Mapping[str, Any]) -> None:
         """Add ``params`` to the run's config (converted to plain values)."""
@@ -204,12 +203,7 @@ class TrackingSession:
 
     def final_values(self, run_id: str) -> dict[str, float]:
         """The last value of each metric of the run, keyed as ``final_metrics`` stores them."""
-        out: dict[str, float] = {}
-        for (rid, name, ctx), (_, value) in list(self._last.items()):
-            if rid == run_id:
-                key = name if not ctx else name + "{" + ",".join(f"{k}={v}" for k, v in ctx) + "}"
-                out[key] = value
-        return out
+        return {final_metric_key(name, ctx): v for (name, ctx), v in self.writer.last_values(run_id).items()}
 
     def finish_run(
         self,
@@ -227,8 +221,7 @@ class TrackingSession:
             finals[validate_name(name, "final metric name")] = to_metric_value(name, value)
         with self._lock:
             self._open.pop(run_id, None)
-            for key in [k for k in self._last if k[0] == run_id]:
-                del self._last[key]
+        self.writer.forget_run(run_id)
         self.writer.submit(
             "mltrack_finish_run",
             run_id=run_id,

@@ -11,6 +11,7 @@ never drop points.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from array import array
@@ -32,7 +33,6 @@ log = logging.getLogger("mltrack")
 class WriterStats:
     """What the writer did, for ``health_check()``: failures are counted, never hidden."""
 
-    points_logged: int = 0
     points_delivered: int = 0
     points_undelivered: int = 0
     write_errors: int = 0
@@ -179,11 +179,13 @@ class Writer:
         self._interval = flush_interval
         self._batch_size = max(1, batch_size)
         self._max_points = max(self._batch_size, max_buffered_points)
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._chunk = _Chunk()
         self._queue: deque[tuple[int, Op]] = deque()
         self._pending_points = 0
-        self._next_step: dict[tuple[str, str, Context], int] = {}
+        self._slots: dict[tuple[str, str, Context], list[Any]] = {}  # see _slot
+        self._logged = 0
         self._seq = 0  # operations enqueued
         self._shipped = 0  # operations handed to the sink
         self._done = 0  # operations the sink confirmed stored (after a barrier)
@@ -198,61 +200,96 @@ class Writer:
 
     def log_point(
         self, run_id: str, name: str, value: float, step: int | None, context: Context, ts: float
-    ) -> int:
-        """Buffer one validated point; returns the step used (``None`` means last step + 1)."""
-        key = (run_id, name, context)
-        with self._cond:
-            if self._error is not None:
-                self._raise_error()
-            if self._pending_points >= self._max_points:
-                self._wait_for_space()
-            chunk = self._chunk
+    ) -> None:
+        """Buffer one validated point (``step=None``: the metric's highest step + 1)."""
+        with self._lock:  # the plain lock: cheaper than entering the Condition
+            if self._error is not None or self._pending_points >= self._max_points:
+                self._before_append()
+            slot = self._slots.get((run_id, name, context))
+            if slot is None or slot[2] is not self._chunk:
+                slot = self._slot(run_id, name, context)
             if step is None:
-                step = self._next_step.get(key, 0)
-            self._next_step[key] = step + 1
-            kid = chunk.key_ids.get(key)
-            if kid is None:
-                kid = chunk.key_ids[key] = len(chunk.keys)
-                chunk.keys.append(key)
-            chunk.kidx.append(kid)
+                step = slot[0]
+            if step >= slot[0] - 1:  # a new highest step, or the same step again (last wins)
+                slot[0] = step + 1
+                slot[1] = value
+            chunk = self._chunk
+            chunk.kidx.append(slot[3])
             chunk.steps.append(step)
             chunk.values.append(value)
             chunk.ts.append(ts)
             self._pending_points += 1
-            self.stats.points_logged += 1
+            self._logged += 1
             if len(chunk.values) >= self._batch_size:
                 self._seal()
                 self._cond.notify_all()
-        return step
 
     def log_points(
         self, run_id: str, items: Mapping[str, float], step: int | None, context: Context, ts: float
     ) -> None:
         """Buffer several validated points of one step under one lock."""
-        with self._cond:
-            if self._error is not None:
-                self._raise_error()
-            if self._pending_points >= self._max_points:
-                self._wait_for_space()
+        with self._lock:
+            if self._error is not None or self._pending_points >= self._max_points:
+                self._before_append()
             chunk = self._chunk
+            slots = self._slots
             for name, value in items.items():
-                key = (run_id, name, context)
-                s = self._next_step.get(key, 0) if step is None else step
-                self._next_step[key] = s + 1
-                kid = chunk.key_ids.get(key)
-                if kid is None:
-                    kid = chunk.key_ids[key] = len(chunk.keys)
-                    chunk.keys.append(key)
-                chunk.kidx.append(kid)
+                slot = slots.get((run_id, name, context))
+                if slot is None or slot[2] is not chunk:
+                    slot = self._slot(run_id, name, context)
+                s = slot[0] if step is None else step
+                if s >= slot[0] - 1:
+                    slot[0] = s + 1
+                    slot[1] = value
+                chunk.kidx.append(slot[3])
                 chunk.steps.append(s)
                 chunk.values.append(value)
                 chunk.ts.append(ts)
             n = len(items)
             self._pending_points += n
-            self.stats.points_logged += n
+            self._logged += n
             if len(chunk.values) >= self._batch_size:
                 self._seal()
                 self._cond.notify_all()
+
+    def _slot(self, run_id: str, name: str, context: Context) -> list[Any]:
+        """The state of one metric (lock held), registered in the open chunk.
+
+        ``[highest step + 1, value at that step, chunk the index belongs to, index in chunk]``:
+        one dict lookup per log call finds everything the call needs.
+        """
+        key = (run_id, name, context)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = [0, math.nan, None, 0]
+        chunk = self._chunk
+        kid = chunk.key_ids.get(key)
+        if kid is None:
+            kid = chunk.key_ids[key] = len(chunk.keys)
+            chunk.keys.append(key)
+        slot[2] = chunk
+        slot[3] = kid
+        return slot
+
+    def last_values(self, run_id: str) -> dict[tuple[str, Context], float]:
+        """Each metric's value at its highest step so far, for one run."""
+        with self._lock:
+            return {
+                (k[1], k[2]): slot[1] for k, slot in self._slots.items() if k[0] == run_id and slot[0] > 0
+            }
+
+    def forget_run(self, run_id: str) -> None:
+        """Drop the per-metric state of a finished run."""
+        with self._lock:
+            for key in [k for k in self._slots if k[0] == run_id]:
+                del self._slots[key]
+
+    def _before_append(self) -> None:
+        """Slow path of a log call (lock held): raise a pending error or wait for space."""
+        if self._error is not None:
+            self._raise_error()
+        if self._pending_points >= self._max_points:
+            self._wait_for_space()
 
     def submit(self, hook: str, *, wait: bool = False, **kwargs: Any) -> None:
         """Queue a non-metric operation after every point logged so far; ``wait`` blocks until stored."""
@@ -283,6 +320,11 @@ class Writer:
         self._thread.join(timeout)
         self._sink.close()
         return drained
+
+    @property
+    def points_logged(self) -> int:
+        """Points accepted by log calls so far."""
+        return self._logged
 
     @property
     def pending_points(self) -> int:
