@@ -94,3 +94,44 @@ def test_sigkilled_trainer_loses_nothing_older_than_the_flush_interval_and_reads
     must_have = max(step for step, t in returned if t < killed_at - LOSS_WINDOW_S)
     missing = [s for s in range(must_have + 1) if s not in stored]
     assert missing == []
+
+
+def test_sigterm_stores_everything_and_finishes_the_run_interrupted(
+    plugin_path: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.jsonl"
+    trainer = textwrap.dedent(
+        """
+        import mltrack
+        with mltrack.start_run("terminated") as run:
+            step = 0
+            while True:
+                run.log_metric("m", float(step), step=step)
+                if step == 1000:
+                    print("ready", flush=True)
+                step += 1
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_"))}
+    env.update(
+        PYTHONPATH=str(plugin_path),
+        MLTRACK_LOAD_PLUGINS="filelog",
+        ML_TRACKING_BACKEND="filelog",
+        ML_STORAGE_PATH=str(log),
+        MLTRACK_WRITER="process",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", trainer], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert "Terminated: terminated by signal 15" in stderr
+    records = _records(log)
+    assert records[-1]["hook"] == "finish_run"
+    assert records[-1]["status"] == "interrupted"
+    steps = [s for r in records if r["hook"] == "log_metrics" for s in r["steps"]]
+    assert steps == list(range(len(steps)))
+    assert len(steps) > 1000

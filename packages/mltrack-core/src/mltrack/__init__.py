@@ -35,6 +35,7 @@ _EXPORTS = {
     "get_experiment_repository": "mltrack.factory",
     "health_check": "mltrack.factory",
     "start_run": "mltrack.factory",
+    "Terminated": "mltrack.factory",
     # configuration
     "TrackingConfig": "mltrack.config",
     "configure": "mltrack.config",
@@ -89,7 +90,13 @@ if TYPE_CHECKING:
         UnknownBackendError,
         ValidationError,
     )
-    from mltrack.factory import get_experiment_repository, get_ml_tracker, health_check, start_run
+    from mltrack.factory import (
+        Terminated,
+        get_experiment_repository,
+        get_ml_tracker,
+        health_check,
+        start_run,
+    )
     from mltrack.hookspecs import hookimpl
     from mltrack.models import (
         ArtifactType,

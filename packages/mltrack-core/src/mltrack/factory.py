@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -76,7 +78,31 @@ def tracking_session() -> TrackingSession:
     with _lock:
         if _session is None:
             _session = build_session(current_config(), _active_backends)
+            _handle_sigterm()
         return _session
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM while runs are open.
+
+    A KeyboardInterrupt, so code that stops cleanly on Ctrl-C also stops cleanly when a
+    scheduler or ``kill`` terminates it: open runs finish INTERRUPTED with every point stored.
+    """
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def _handle_sigterm() -> None:
+    # Only where nobody else handles SIGTERM, and only from the main thread (Python's rule).
+    if os.environ.get("MLTRACK_HANDLE_SIGTERM", "1") == "0":
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 async def get_ml_tracker() -> MLTracker:
