@@ -83,3 +83,30 @@ def test_store_failures_never_reach_the_training_loop_and_show_in_health() -> No
     assert "10 point(s) not stored" in health.issues[0]
     assert "store unreachable" in health.issues[0]
     assert health.details["writer"]["points_undelivered"] == 10
+
+
+def test_config_values_named_like_secrets_are_masked() -> None:
+    config = {
+        "learning_rate": 3e-4,
+        "api_key": "sk-live-123",
+        "db": {"password": "hunter2", "host": "x"},
+        "key_dim": 64,
+    }
+    with mltrack.start_run("secrets", config) as run:
+        run.log_params({"wandb_token": "abc", "monkey": "ok"})
+    stored = experiment_repository().get_experiment_sync(run.id).config
+    assert stored == {
+        "learning_rate": 3e-4,
+        "api_key": "***",
+        "db": {"password": "***", "host": "x"},
+        "key_dim": 64,
+        "wandb_token": "***",
+        "monkey": "ok",
+    }
+
+
+def test_secrets_are_kept_when_the_user_opts_in() -> None:
+    mltrack.configure(keep_secrets=True)
+    with mltrack.start_run("secrets", {"api_key": "sk-live-123"}) as run:
+        pass
+    assert experiment_repository().get_experiment_sync(run.id).config == {"api_key": "sk-live-123"}

@@ -77,6 +77,8 @@ class TrackingConfig:
     """Most points handed to a backend in one ``mltrack_log_metrics`` call."""
     max_retries: int = 4
     """Attempts after the first before a failed write is counted as undelivered."""
+    keep_secrets: bool = False
+    """Store config values whose names look like secrets (password, token, api_key) as given."""
     writer: str = "auto"
     """``thread`` (in this process), ``process`` (a writer process) or ``auto`` (the backend's choice)."""
 
@@ -92,6 +94,7 @@ class TrackingConfig:
             flush_interval=_env_float("MLTRACK_FLUSH_INTERVAL", 0.1),
             max_buffered_points=int(_env_float("MLTRACK_MAX_BUFFERED_POINTS", 1_000_000)),
             writer=env.get("MLTRACK_WRITER", "auto") or "auto",
+            keep_secrets=_env_bool("MLTRACK_KEEP_SECRETS"),
         )
 
     def backend_config(self, name: str) -> BackendConfig:

@@ -187,6 +187,30 @@ def _to_str_tuple(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(items)
 
 
+_SECRET_NAME = re.compile(
+    r"(password|passwd|passphrase|secret|token|credential|api[_-]?key|access[_-]?key|private[_-]?key|(^|[_.-])key$)",
+    re.IGNORECASE,
+)
+MASK = "***"
+
+
+def mask_secrets(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace values whose key names a secret (password, token, api_key, ...) with ``***``.
+
+    Configs are shown in every store's UI and exported freely; a credential passed along
+    with hyperparameters must not end up there unless the user asks for it.
+    """
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if _SECRET_NAME.search(key) and value not in (None, ""):
+            out[key] = MASK
+        elif isinstance(value, Mapping):
+            out[key] = mask_secrets(value)
+        else:
+            out[key] = value
+    return out
+
+
 def _to_config(config: object) -> dict[str, Any]:
     if config is None:
         return {}

@@ -25,6 +25,7 @@ from mltrack.models import (
     TrainingMetrics,
     _to_config,
     _to_tags,
+    mask_secrets,
     to_context,
     to_metric_value,
     to_step,
@@ -86,7 +87,7 @@ class TrackingSession:
         run = ExperimentRun(
             id=run_id or new_run_id(),
             experiment_name=experiment_name or self.config.experiment_name,
-            config=_to_config(config),
+            config=self._plain_config(config),
             name=None if name is None else validate_name(name, "run name"),
             tags=_to_tags(tags),
             description=description,
@@ -95,6 +96,10 @@ class TrackingSession:
             self._open[run.id] = run
         self.writer.submit("mltrack_create_run", run=run)
         return run
+
+    def _plain_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        plain = _to_config(config)
+        return plain if self.config.keep_secrets else mask_secrets(plain)
 
     def _check_open(self, run: RunRef) -> str:
         run_id = _run_id(run)
@@ -159,7 +164,7 @@ class TrackingSession:
     def log_params(self, run: RunRef, params: Mapping[str, Any]) -> None:
         """Add ``params`` to the run's config (converted to plain values)."""
         run_id = self._check_open(run)
-        self.writer.submit("mltrack_log_params", run_id=run_id, params=_to_config(params))
+        self.writer.submit("mltrack_log_params", run_id=run_id, params=self._plain_config(params))
 
     def set_tags(self, run: RunRef, tags: Iterable[str]) -> None:
         """Add tags to the run."""
