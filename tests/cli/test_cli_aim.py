@@ -17,7 +17,7 @@ def test_ls_lists_every_run_newest_first_with_final_metrics(cli, runs: Runs) -> 
     proc = cli("ls")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split()[:5] == ["id", "experiment", "status", "started", "duration"]
+    assert lines[0].split()[:6] == ["id", "name", "experiment", "status", "started", "duration"]
     assert [ln.split()[0] for ln in lines[1:]] == [runs.dqn[:8], runs.ppo_slow[:8], runs.ppo_fast[:8]]
     assert "failed" in lines[1]
     assert "reward" in lines[0]

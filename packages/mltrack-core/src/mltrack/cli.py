@@ -174,32 +174,57 @@ def ls_command(
     if not runs:
         click.echo("No runs found.")
         return
-    columns = list(metrics) or _common_metrics(runs, first=sort_metric)
+    rows = [
+        [
+            _short(r.experiment_id),
+            r.name,
+            r.experiment_name or "-",
+            r.status.value,
+            r.start_time.astimezone().strftime("%m-%d %H:%M"),
+            _fmt_duration(r.duration),
+        ]
+        for r in runs
+    ]
+    fixed = ("id", "name", "experiment", "status", "started", "duration")
+    console = _console()
+    width = sum(max(len(h), *(min(len(row[i]), 28) for row in rows)) + 2 for i, h in enumerate(fixed))
+    columns = list(metrics)
+    if not columns:  # as many headline metrics as fit the terminal
+        for m in _common_metrics(runs, first=sort_metric, most=6):
+            need = max(len(m), 8) + 2
+            if width + need > console.width:
+                break
+            columns.append(m)
+            width += need
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for header in ("id", "experiment", "status", "started", "duration", *columns):
-        table.add_column(header, no_wrap=header in ("id", "status"), overflow="ellipsis")
-    for r in runs:
-        table.add_row(
-            _short(r.experiment_id),
-            r.name
-            if r.name == r.experiment_name or not r.experiment_name
-            else f"{r.experiment_name}/{r.name}",
-            r.status.value,
-            _fmt_time(r.start_time),
-            _fmt_duration(r.duration),
-            *(_fmt_num(r.final_metrics.get(c)) for c in columns),
+    for header in fixed:
+        table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=28)
+    for column in columns:
+        table.add_column(
+            column, justify="right", no_wrap=True, overflow="ellipsis", min_width=min(len(column), 20)
         )
-    _console().print(table)
+    for r, row in zip(runs, rows):
+        table.add_row(*row, *(_fmt_num(r.final_metrics.get(c)) for c in columns))
+    console.print(table)
+
+
+_HEADLINE = ("reward", "return", "accuracy", "acc", "loss", "score")
 
 
 def _common_metrics(runs: Sequence[ExperimentSummary], first: str | None, most: int = 3) -> list[str]:
+    """The final metrics worth a column: the sort metric, then rewards, accuracies, losses."""
     counts: dict[str, int] = {}
     for r in runs:
         for m in r.final_metrics:
             counts[m] = counts.get(m, 0) + 1
-    ordered = sorted(counts, key=lambda m: (-counts[m], m))
+
+    def rank(m: str) -> tuple[int, int, str]:
+        headline = next((i for i, word in enumerate(_HEADLINE) if word in m.lower()), len(_HEADLINE))
+        return (-counts[m], headline, m)
+
+    ordered = sorted(counts, key=rank)
     if first:
         ordered = [first, *(m for m in ordered if m != first)]
     return ordered[:most]
