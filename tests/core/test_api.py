@@ -110,3 +110,19 @@ def test_secrets_are_kept_when_the_user_opts_in() -> None:
     with mltrack.start_run("secrets", {"api_key": "sk-live-123"}) as run:
         pass
     assert experiment_repository().get_experiment_sync(run.id).config == {"api_key": "sk-live-123"}
+
+
+class FailingIntegration:
+    """An integration plugin (no backend) that reports its own failures."""
+
+    @mltrack.hookimpl
+    def mltrack_health(self) -> mltrack.HealthStatus:
+        return mltrack.HealthStatus(False, ("3 callbacks failed",), backend="integration")
+
+
+def test_health_includes_plugins_that_are_not_backends() -> None:
+    get_plugin_host().register(FailingIntegration(), name="integration")
+    health = asyncio.run(health_check())
+    assert not health.is_healthy
+    assert health.issues == ("integration: 3 callbacks failed",)
+    assert health.details["backends"]["memory"]["is_healthy"] is True

@@ -284,17 +284,18 @@ class ActiveBackends:
         return self.write_targets[0].call(hook_name, **kwargs)
 
     def health(self) -> list[tuple[str, Any]]:
-        """Each backend's ``mltrack_health`` answer (or the exception it raised), by name."""
+        """Each backend's ``mltrack_health`` answer (or the exception it raised), by name.
+
+        Plugins that are not backends (integrations, observers) answer too, under their
+        plugin name: a callback that failed to track is as much a health issue as a store.
+        """
         out: list[tuple[str, Any]] = []
         for name, (_, backend) in zip(self.names, self._instances):
             impl = getattr(backend, "mltrack_health", None)
-            if impl is None:
-                out.append((name, None))
-                continue
-            try:
-                out.append((name, impl()))
-            except Exception as exc:  # health must report, not raise
-                out.append((name, exc))
+            out.append((name, _ask(impl) if impl is not None else None))
+        for impl in self.host.pm.hook.mltrack_health.get_hookimpls():
+            if not impl.plugin_name.startswith(BACKEND_PREFIX):
+                out.append((impl.plugin_name, _ask(impl.function)))
         return out
 
     def close(self) -> None:
@@ -309,6 +310,13 @@ class ActiveBackends:
                 except Exception as exc:
                     log.warning("mltrack: closing backend %s failed: %s", plugin_name, exc)
         self._instances = []
+
+
+def _ask(health: Callable[[], Any]) -> Any:
+    try:
+        return health()
+    except Exception as exc:  # health must report, not raise
+        return exc
 
 
 def _trace_before(hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:

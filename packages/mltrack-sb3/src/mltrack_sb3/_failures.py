@@ -55,17 +55,6 @@ def _record(message: str) -> None:
     with _lock:
         _count += 1
         _last = message
-    # mltrack-core's health check does not ask integration plugins yet (only backends and
-    # the writer), so the failure is also counted on the live session's writer statistics,
-    # which health_check() reports. Remove once core combines every plugin's mltrack_health.
-    from mltrack import factory
-
-    session = factory._session
-    if session is not None:
-        stats = session.stats
-        stats.write_errors += 1
-        stats.last_error = message
-        stats.errors_by_target["mltrack-sb3"] = stats.errors_by_target.get("mltrack-sb3", 0) + 1
 
 
 def failure_health() -> HealthStatus:
