@@ -1,25 +1,56 @@
-"""Writing metric batches into an Aim run.
+"""Writing metric batches into an Aim run, by the cheapest path that is safe for this Aim.
 
-The plain path is ``run.track`` once per point. It is the only public one, and it is slow
-(~250-500 us a point: about seven separate database writes, a context rebuild and a clock
-read each time).
+``run.track`` (the only public path) costs ~250-500 us a point: each point is about seven
+separate database commits, plus a context rebuild and a clock read. mltrack hands points
+over in batches, so most of that can be done once per (metric, context) sequence:
+
+* **local repositories**: every point's four columns (value, epoch, time, step) go into one
+  RocksDB write batch, encoded by Aim's own tree encoder, committed once; the sequence's
+  metadata (last value and step, min, max) is written once per batch.
+* **aim:// servers** keep ``run.track``: the server applies every instruction on its own,
+  and batching them into one request (``atomic_track``, or one ``update`` per column) was
+  measured slower end to end (2.1-2.6 ms a point against 0.75 ms).
+
+A new sequence gets its first point through Aim's own tracker, which writes every piece of
+sequence metadata (contexts, types, first value) the UI and ``query_metrics`` need. The
+batch path leans on Aim internals, so it is enabled only for the Aim versions it was tested
+on (``TESTED_AIM``); any other version, or ``MLTRACK_AIM_BATCH=0``, uses ``run.track``.
+A fresh-process read-back test (tests/aim/test_batch_writes.py) guards it.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aim import Run
+import aim
+from aim.storage import encoding as E
+from aim.storage import treeutils
+from aim.storage.context import Context
+from aim.storage.hashing import hash_auto
 
-__all__ = ["MetricWriter"]
+__all__ = ["TESTED_AIM", "MetricWriter", "batch_path_enabled"]
+
+TESTED_AIM = ("3.29.",)
+"""Aim versions whose internals the batch path was verified against."""
+
+
+def batch_path_enabled() -> bool:
+    """True when metric batches may bypass ``run.track`` (tested Aim, not switched off)."""
+    if os.environ.get("MLTRACK_AIM_BATCH", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return str(aim.__version__).startswith(TESTED_AIM)
 
 
 class MetricWriter:
     """Writes (name, context) sequences of one open Aim run."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Any, *, batched: bool | None = None) -> None:
         self.run = run
+        self.batched = batch_path_enabled() if batched is None else batched
+        self.remote = bool(run.repo.is_remote_repo)
 
     def write(
         self,
@@ -30,7 +61,73 @@ class MetricWriter:
         timestamps: Sequence[float],
     ) -> None:
         """Store the points of one sequence; a repeated step replaces the earlier value."""
+        if not len(steps):
+            return
+        if not self.batched or self.remote:
+            self._track_each(name, context, steps, values)
+            return
+        tracker = self.run._tracker
+        ctx = Context(dict(context))
+        info = tracker.sequence_infos.get((ctx.idx, name))
+        start = 0
+        if info is None or not info.initialized:
+            # Aim's tracker sets up the sequence (contexts, dtype, first value and step).
+            tracker._track(
+                float(values[0]), float(timestamps[0]), name, int(steps[0]), None, context=dict(context)
+            )
+            info = tracker.sequence_infos[(ctx.idx, name)]
+            start = 1
+        if start >= len(steps):
+            return
+        if info.version != 2 or info.step_view is None or info.dtype not in ("float", "int"):
+            self._track_each(name, context, steps[start:], values[start:])
+            return
+        rows = [
+            (int(s), float(v), float(t)) for s, v, t in zip(steps[start:], values[start:], timestamps[start:])
+        ]
+        self._write_local(info, rows)
+        self._update_metadata(ctx.idx, name, info, rows)
+
+    def _track_each(
+        self, name: str, context: Mapping[str, Any], steps: Sequence[int], values: Sequence[float]
+    ) -> None:
         track = self.run.track
         ctx = dict(context) or None
         for step, value in zip(steps, values):
             track(float(value), name=name, step=int(step), context=ctx)
+
+    @staticmethod
+    def _write_local(info: Any, rows: list[tuple[int, float, float]]) -> None:
+        trees = (info.val_view.tree, info.epoch_view.tree, info.time_view.tree, info.step_view.tree)
+        containers = [tree.container for tree in trees]
+        batch = containers[0].batch()
+        encode_tree = treeutils.encode_tree
+        for step, value, ts in rows:
+            path = E.encode_path((hash_auto(step),))
+            end = path + b"\xff"
+            for container, item in zip(containers, (value, None, ts, step)):
+                # Exactly what Aim's tree set() does for one value, minus its own commit.
+                container.delete_range(path, end, store_batch=batch)
+                for key, encoded in encode_tree(item, strict=True):
+                    container.set(path + key, encoded, store_batch=batch)
+        containers[0].commit(batch)
+
+    def _update_metadata(
+        self, ctx_idx: int, name: str, info: Any, rows: list[tuple[int, float, float]]
+    ) -> None:
+        meta = self.run.meta_run_tree
+        top_step = max(step for step, _, _ in rows)
+        if top_step >= info.count:
+            last = next(value for step, value, _ in reversed(rows) if step == top_step)
+            meta["traces", ctx_idx, name, "last"] = last
+            meta["traces", ctx_idx, name, "last_step"] = top_step
+            info.count = top_step + 1
+        finite = [value for _, value, _ in rows if not math.isnan(value)]
+        if finite:
+            high, low = max(finite), min(finite)
+            if high > info.max:
+                meta["traces", ctx_idx, name, "max"] = high
+                info.max = high
+            if low < info.min:
+                meta["traces", ctx_idx, name, "min"] = low
+                info.min = low

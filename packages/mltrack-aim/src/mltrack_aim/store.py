@@ -133,7 +133,13 @@ class RunIndex:
     def all_runs(self) -> list[str]:
         """Every run in the repository, indexed or not (Aim's chunk folders)."""
         if self.remote:
-            return list(self.repo._remote_repo_proxy.list_all_runs())
+            # The server caches its folder listing for 0.5 s; runs published to the index
+            # (mltrack indexes each run as it is created) are known even before that.
+            listed = set(self.repo._remote_repo_proxy.list_all_runs())
+            self.repo.container_pool.pop(ContainerConfig("meta", None, True), None)
+            index = self.repo.request_tree("meta", read_only=True)
+            listed.update(index.subtree(("meta", "chunks")).keys())
+            return sorted(listed)
         chunks = Path(self.repo.path) / "meta" / "chunks"
         try:
             return os.listdir(chunks)  # not list_all_runs(): that is cached for 0.5 s
