@@ -25,11 +25,12 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import aim
 from aim.storage import encoding as E
 from aim.storage import treeutils
 from aim.storage.context import Context
 from aim.storage.hashing import hash_auto
+
+import aim
 
 __all__ = ["TESTED_AIM", "MetricWriter", "batch_path_enabled"]
 

@@ -1,0 +1,88 @@
+"""What mltrack stores is native Aim data: Aim's own SDK and web API read it in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import mltrack
+from _scripts import run_python
+from mltrack_aim import AimProcess, configure_aim_backend
+
+
+def _record(aim_repo: Path) -> tuple[str, str, list[float]]:
+    configure_aim_backend(repo_path=aim_repo, experiment_name="readback")
+    losses = [1.0 / (step + 1) for step in range(500)]
+    with mltrack.start_run(config={"learning_rate": 0.0003, "agent": "PPO"}, tags=["sdk"]) as run:
+        for step, loss in enumerate(losses):
+            run.log_metric("loss", loss, step=step)
+            run.log_metric("loss", loss * 2, step=step, context={"subset": "val"})
+    with mltrack.start_run(config={"learning_rate": 0.00001}) as slow:
+        slow.log_metric("loss", 1.0, step=0)
+    mltrack.factory.reset()
+    return run.id, slow.id, losses
+
+
+def test_aim_sdk_in_a_fresh_process_queries_runs_by_hparams(aim_repo: Path) -> None:
+    run_id, _, losses = _record(aim_repo)
+    found = run_python(
+        f"""
+        import json
+        import aim
+        from aim.storage.context import Context
+        repo = aim.Repo({str(aim_repo)!r})
+        out = {{}}
+        for item in repo.query_runs("run.hparams.learning_rate > 0.0001", report_mode=0).iter_runs():
+            run = item.run
+            steps, (values, _, _) = run.get_metric("loss", Context({{}})).data.numpy()
+            val_steps, (val_values, _, _) = run.get_metric("loss", Context({{"subset": "val"}})).data.numpy()
+            out[run.hash] = dict(
+                steps=steps.tolist(), values=values.tolist(), val=val_values.tolist(),
+                experiment=run.experiment, tags=run.tags, active=run.active,
+                status=run["mltrack"]["status"],
+            )
+        print(json.dumps(out))
+        """
+    )
+    assert list(found) == [run_id]
+    got = found[run_id]
+    assert got["steps"] == list(range(500))
+    assert got["values"] == losses
+    assert got["val"] == [v * 2 for v in losses]
+    assert got["experiment"] == "readback"
+    assert got["tags"] == ["sdk"]
+    assert got["active"] is False
+    assert got["status"] == "completed"
+
+
+def test_aim_up_web_api_shows_the_run_finished_with_params_and_metrics(
+    aim_repo: Path, aim_ui: AimProcess
+) -> None:
+    run_id, _, losses = _record(aim_repo)
+
+    def get(path: str) -> object:
+        with urllib.request.urlopen(aim_ui.url + path, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    info = get(f"/api/runs/{run_id}/info/")
+    assert isinstance(info, dict)
+    assert info["params"]["hparams"] == {"learning_rate": 0.0003, "agent": "PPO"}
+    assert info["params"]["mltrack"]["status"] == "completed"
+    assert info["props"]["experiment"]["name"] == "readback"
+    assert info["props"]["active"] is False and info["props"]["end_time"] is not None
+    names = {(t["name"], json.dumps(t["context"], sort_keys=True)) for t in info["traces"]["metric"]}
+    assert names == {("loss", "{}"), ("loss", '{"subset": "val"}')}
+
+    body = json.dumps([{"name": "loss", "context": {}}]).encode()
+    request = urllib.request.Request(
+        aim_ui.url + f"/api/runs/{run_id}/metric/get-batch/",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        (series,) = json.loads(resp.read())
+    # The UI's batch endpoint samples long series (to ~200 points): every sample must match.
+    assert series["iters"][0] == 0 and series["iters"][-1] == 499
+    assert [losses[step] for step in series["iters"]] == series["values"]
