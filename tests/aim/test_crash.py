@@ -1,0 +1,105 @@
+"""A training process killed by SIGKILL: its run reads CRASHED, its logged points survive.
+
+The child logs through mltrack's public API and prints ``<step> <time>`` after each log
+call returned. The core writer hands points to the backend every ``flush_interval`` (0.1 s)
+from a buffer in the training process (thread mode), so a SIGKILL loses at most what was
+logged in the last flush interval plus the batch being written: the loss window.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import mltrack
+from _scripts import popen_python, run_python
+from mltrack import ExperimentStatus
+from mltrack_aim import configure_aim_backend
+
+LOSS_WINDOW = 1.0
+"""Seconds before the kill within which logged points may be lost (flush interval + one batch write)."""
+
+
+def _child(repo: Path) -> str:
+    return f"""
+        import time, mltrack
+        from mltrack_aim import configure_aim_backend
+        configure_aim_backend(repo_path={str(repo)!r}, experiment_name="crash")
+        run = mltrack.start_run(config={{"learning_rate": 0.001}})
+        print("run", run.id, flush=True)
+        step = 0
+        while True:
+            run.log_metric("loss", float(step), step=step)
+            print(step, time.time(), flush=True)
+            step += 1
+            if step % 50 == 0:
+                time.sleep(0.005)
+    """
+
+
+def test_sigkilled_writer_reads_crashed_and_keeps_points_logged_before_the_loss_window(
+    aim_repo: Path,
+) -> None:
+    child = popen_python(_child(aim_repo))
+    assert child.stdout is not None
+    first = child.stdout.readline().split()
+    assert first[0] == "run", first + [child.stderr.read() if child.stderr else ""]
+    run_id = first[1]
+    logged: list[tuple[int, float]] = []
+    started = time.monotonic()
+    while time.monotonic() - started < 4.0 or len(logged) < 2000:
+        line = child.stdout.readline()
+        assert line, child.stderr.read() if child.stderr else "child ended"
+        step, at = line.split()
+        logged.append((int(step), float(at)))
+    os.kill(child.pid, signal.SIGKILL)
+    killed_at = time.time()
+    child.wait(10)
+    for line in child.stdout:  # lines printed before the kill landed
+        step, at = line.split()
+        logged.append((int(step), float(at)))
+
+    got = run_python(
+        f"""
+        import json, mltrack
+        from mltrack_aim import configure_aim_backend
+        configure_aim_backend(repo_path={str(aim_repo)!r})
+        repo = mltrack.factory.experiment_repository()
+        run = repo.get_experiment_sync({run_id!r})
+        steps = [int(s) for s in repo.get_experiment_metrics_sync({run_id!r}).series("loss").steps]
+        print(json.dumps(dict(status=run.status.value, end=run.end_time is not None, steps=steps)))
+        """
+    )
+    assert got["status"] == "crashed"
+    assert got["end"]
+    stored = set(got["steps"])
+    must_have = [step for step, at in logged if at < killed_at - LOSS_WINDOW]
+    assert must_have, "the child logged nothing before the loss window"
+    missing = [s for s in must_have if s not in stored]
+    assert not missing, f"{len(missing)} points logged before the loss window are lost: {missing[:10]}"
+    assert got["steps"] == list(range(len(got["steps"])))  # a prefix: nothing out of order survived alone
+    last_stored_at = dict(logged).get(max(stored), killed_at)
+    print(
+        f"loss window observed: {killed_at - last_stored_at:.3f} s "
+        f"({len(logged) - len(stored)} of {len(logged)} returned log calls lost)"
+    )
+
+    # Aim itself now shows the run finished (closed, with mltrack's status on it).
+    aim_view = run_python(
+        f"""
+        import json, aim
+        run = aim.Repo({str(aim_repo)!r}).get_run({run_id!r})
+        print(json.dumps(dict(active=run.active, status=run["mltrack"]["status"])))
+        """
+    )
+    assert aim_view == {"active": False, "status": "crashed"}
+
+    # The repository still takes new runs.
+    configure_aim_backend(repo_path=aim_repo)
+    with mltrack.start_run("after-crash") as fresh:
+        fresh.log_metric("loss", 1.0, step=0)
+    repo = mltrack.factory.experiment_repository()
+    assert repo.get_experiment_sync(fresh.id).status is ExperimentStatus.COMPLETED
+    assert repo.get_experiment_sync(run_id).status is ExperimentStatus.CRASHED
