@@ -20,7 +20,9 @@ def run_python(code: str, *, timeout: float = 300, env: dict[str, str] | None = 
         env={**os.environ, **(env or {})},
     )
     if proc.returncode != 0:
-        raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     return json.loads(lines[-1])
 

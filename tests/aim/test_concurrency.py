@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from _scripts import popen_python
 
 import mltrack
-from _scripts import popen_python
 from mltrack_aim import AimProcess, configure_aim_backend
 
 WRITERS = 4
@@ -59,10 +59,14 @@ def test_four_processes_write_into_one_aim_server(aim_server: AimProcess, tmp_pa
 
 
 @pytest.mark.slow
-def test_four_processes_write_50k_points_each_into_one_local_repository(aim_repo: Path, tmp_path: Path) -> None:
+def test_four_processes_write_50k_points_each_into_one_local_repository(
+    aim_repo: Path, tmp_path: Path
+) -> None:
     _write_concurrently(str(aim_repo), 50_000, tmp_path / "artifacts")
 
 
 @pytest.mark.slow
-def test_four_processes_write_50k_points_each_into_one_aim_server(aim_server: AimProcess, tmp_path: Path) -> None:
+def test_four_processes_write_50k_points_each_into_one_aim_server(
+    aim_server: AimProcess, tmp_path: Path
+) -> None:
     _write_concurrently(aim_server.address, 50_000, tmp_path / "artifacts")

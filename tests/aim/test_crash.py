@@ -13,8 +13,9 @@ import signal
 import time
 from pathlib import Path
 
-import mltrack
 from _scripts import popen_python, run_python
+
+import mltrack
 from mltrack import ExperimentStatus
 from mltrack_aim import configure_aim_backend
 
@@ -45,7 +46,7 @@ def test_sigkilled_writer_reads_crashed_and_keeps_points_logged_before_the_loss_
     child = popen_python(_child(aim_repo))
     assert child.stdout is not None
     first = child.stdout.readline().split()
-    assert first[0] == "run", first + [child.stderr.read() if child.stderr else ""]
+    assert first[0] == "run", [*first, child.stderr.read() if child.stderr else ""]
     run_id = first[1]
     logged: list[tuple[int, float]] = []
     started = time.monotonic()

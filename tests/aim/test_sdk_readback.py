@@ -6,8 +6,9 @@ import json
 import urllib.request
 from pathlib import Path
 
-import mltrack
 from _scripts import run_python
+
+import mltrack
 from mltrack_aim import AimProcess, configure_aim_backend
 
 

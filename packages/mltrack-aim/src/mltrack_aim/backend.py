@@ -47,7 +47,7 @@ from mltrack.models import (
     RunFilter,
     to_plain,
 )
-from mltrack_aim.batch import MetricWriter
+from mltrack_aim.batch import MetricWriter, aim_version, batch_path_enabled
 from mltrack_aim.settings import AimSettings
 from mltrack_aim.store import RunIndex, drop_read_snapshots, open_repo, writer_state
 
@@ -80,7 +80,7 @@ def _new_aim_run(repo: Repo, run_hash: str, experiment: str) -> Run:
     if run.hash != run_hash:
         run.close()
         raise BackendError(
-            f"aim {aim.__version__} did not create run {run_hash!r} under that hash (it chose {run.hash!r}); "
+            f"aim {aim_version()} did not create run {run_hash!r} under that hash (it chose {run.hash!r}); "
             "mltrack-aim supports aim>=3.29,<4: pip install 'aim>=3.29,<4'"
         )
     return run
@@ -422,7 +422,8 @@ class AimBackend:
         issues: list[str] = []
         details: dict[str, Any] = {
             "repo": self.settings.repo,
-            "aim_version": aim.__version__,
+            "aim_version": aim_version(),
+            "batched_writes": batch_path_enabled() and not self.repo.is_remote_repo,
             "artifacts_dir": str(self._artifacts_dir),
             "open_runs": len(self._runs),
         }

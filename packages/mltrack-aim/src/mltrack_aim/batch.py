@@ -30,19 +30,24 @@ from aim.storage import treeutils
 from aim.storage.context import Context
 from aim.storage.hashing import hash_auto
 
-import aim
-
-__all__ = ["TESTED_AIM", "MetricWriter", "batch_path_enabled"]
+__all__ = ["TESTED_AIM", "MetricWriter", "aim_version", "batch_path_enabled"]
 
 TESTED_AIM = ("3.29.",)
 """Aim versions whose internals the batch path was verified against."""
+
+
+def aim_version() -> str:
+    """The installed aim's version, e.g. ``3.29.1``."""
+    from importlib.metadata import version
+
+    return version("aim")
 
 
 def batch_path_enabled() -> bool:
     """True when metric batches may bypass ``run.track`` (tested Aim, not switched off)."""
     if os.environ.get("MLTRACK_AIM_BATCH", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
-    return str(aim.__version__).startswith(TESTED_AIM)
+    return aim_version().startswith(TESTED_AIM)
 
 
 class MetricWriter:
