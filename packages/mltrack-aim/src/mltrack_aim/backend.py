@@ -23,15 +23,14 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import aim.sdk.base_run
 import numpy as np
-from aim.sdk.repo import ContainerConfig, Repo
+from aim.sdk.repo import ContainerConfig
+from aim.sdk.run import Run
 
-import aim
-from aim import Run
 from mltrack.config import BackendConfig
 from mltrack.errors import BackendError, RunNotFoundError
 from mltrack.hookspecs import hookimpl
@@ -63,8 +62,8 @@ MLTRACK_KEY = "mltrack"
 _HASH_LOCK = threading.Lock()
 
 
-def _new_aim_run(repo: Repo, run_hash: str, experiment: str) -> Run:
-    module: Any = aim.sdk.base_run
+def _new_aim_run(repo: Any, run_hash: str, experiment: str) -> Any:
+    module: Any = import_module("aim.sdk.base_run")
     with _HASH_LOCK:
         original = module.generate_run_hash
         module.generate_run_hash = lambda *args, **kwargs: run_hash
@@ -86,7 +85,7 @@ def _new_aim_run(repo: Repo, run_hash: str, experiment: str) -> Run:
     return run
 
 
-def _resume_aim_run(repo: Repo, run_hash: str) -> Run:
+def _resume_aim_run(repo: Any, run_hash: str) -> Any:
     return Run(run_hash=run_hash, repo=repo, system_tracking_interval=None, capture_terminal_logs=False)
 
 
@@ -106,9 +105,9 @@ class AimBackend:
 
     def __init__(self, settings: AimSettings) -> None:
         self.settings = settings
-        self.repo = open_repo(settings.repo)
+        self.repo: Any = open_repo(settings.repo)
         self.index = RunIndex(self.repo, timeout=settings.index_timeout)
-        self._runs: dict[str, Run] = {}
+        self._runs: dict[str, Any] = {}  # aim.Run objects open for writing, by run id
         self._writers: dict[str, MetricWriter] = {}
         self._lock = threading.RLock()
         self._artifacts_dir = Path(settings.artifacts_dir)
@@ -120,7 +119,7 @@ class AimBackend:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _open_run(self, run_id: str) -> Run:
+    def _open_run(self, run_id: str) -> Any:
         run = self._runs.get(run_id)
         if run is not None:
             return run
@@ -151,7 +150,7 @@ class AimBackend:
     def _release(self, run_id: str) -> None:
         """Close the run's Aim objects and let go of their database handles."""
         self._writers.pop(run_id, None)
-        run = self._runs.pop(run_id, None)
+        run: Any = self._runs.pop(run_id, None)
         if run is not None:
             run.close()
             del run
@@ -311,7 +310,7 @@ class AimBackend:
         """Mark a run whose writer died CRASHED in Aim and close it, so Aim's UI shows it finished."""
         now = datetime.now(timezone.utc)
         try:
-            run = _resume_aim_run(self.repo, run_hash)  # Aim lifts a dead writer's lock itself
+            run: Any = _resume_aim_run(self.repo, run_hash)  # Aim lifts a dead writer's lock itself
         except Exception as exc:  # another reader got there first, or the lock is foreign
             log.debug("mltrack-aim: could not finalize crashed run %s: %s", run_hash, exc)
             return now
@@ -378,9 +377,10 @@ class AimBackend:
                 out.append(
                     MetricSeries(
                         name=name,
-                        steps=np.asarray(steps, dtype=np.int64),
-                        values=np.asarray(values, dtype=np.float64),
-                        timestamps=np.asarray(times, dtype=np.float64),
+                        # NumPy columns: MetricSeries takes any sequence, and copies would cost.
+                        steps=cast(Sequence[int], np.asarray(steps, dtype=np.int64)),
+                        values=cast(Sequence[float], np.asarray(values, dtype=np.float64)),
+                        timestamps=cast(Sequence[float], np.asarray(times, dtype=np.float64)),
                         context=context.to_dict(),
                     )
                 )

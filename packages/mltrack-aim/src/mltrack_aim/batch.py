@@ -23,12 +23,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from importlib import import_module
+from typing import Any, cast
 
-from aim.storage import encoding as E
 from aim.storage import treeutils
 from aim.storage.context import Context
-from aim.storage.hashing import hash_auto
+
+# Cython modules without stubs: typed as Any on purpose.
+E: Any = import_module("aim.storage.encoding")
+hash_auto: Any = import_module("aim.storage.hashing").hash_auto
 
 __all__ = ["TESTED_AIM", "MetricWriter", "aim_version", "batch_path_enabled"]
 
@@ -73,7 +76,7 @@ class MetricWriter:
             self._track_each(name, context, steps, values)
             return
         tracker = self.run._tracker
-        ctx = Context(dict(context))
+        ctx = Context(cast(Any, dict(context)))
         info = tracker.sequence_infos.get((ctx.idx, name))
         start = 0
         if info is None or not info.initialized:

@@ -54,7 +54,7 @@ def ensure_repo(root: str) -> None:
     Path(root).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".mltrack-aim-init-", dir=root))
     try:
-        repo = Repo(str(staging), init=True)
+        repo: Any = Repo(str(staging), init=True)
         repo.close()
         del repo
         gc.collect()
@@ -89,7 +89,7 @@ def _repair_half_made(aim_dir: Path) -> None:
     os.rename(aim_dir, aside)
 
 
-def open_repo(location: str) -> Repo:
+def open_repo(location: str) -> Any:
     """The Aim ``Repo`` for a local folder (created if missing) or an ``aim://`` server."""
     if location.startswith("aim://"):
         try:
@@ -103,7 +103,7 @@ def open_repo(location: str) -> Repo:
     return Repo.from_path(location)
 
 
-def drop_read_snapshots(repo: Repo, run_hashes: Iterable[str] | None = None) -> None:
+def drop_read_snapshots(repo: Any, run_hashes: Iterable[str] | None = None) -> None:
     """Forget Aim's cached read-only views so the next read sees the data as it is now.
 
     A read-only RocksDB view is a snapshot; Aim keeps one per container until it is dropped.
@@ -121,8 +121,8 @@ def drop_read_snapshots(repo: Repo, run_hashes: Iterable[str] | None = None) -> 
 class RunIndex:
     """Keeps Aim's run index (``.aim/meta/index``) current for the runs of one repository."""
 
-    def __init__(self, repo: Repo, *, timeout: float = 10.0) -> None:
-        self.repo = repo
+    def __init__(self, repo: Any, *, timeout: float = 10.0) -> None:
+        self.repo: Any = repo
         self.timeout = timeout
         self.remote = repo.is_remote_repo
         self.index_busy_retries = 0
@@ -283,7 +283,7 @@ class RunIndex:
 # --- liveness of a run's writer -----------------------------------------------------------
 
 
-def writer_state(repo: Repo, run_hash: str, grace: float) -> str:
+def writer_state(repo: Any, run_hash: str, grace: float) -> str:
     """``alive``, ``dead`` or ``unknown``: whether the process writing an unfinished run still runs.
 
     Aim's run lock (``.aim/locks/<hash>.softlock``) names the writer's machine and pid; on
@@ -319,7 +319,7 @@ def _pid_alive(pid: int) -> bool:
         proc = psutil.Process(pid)
         return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return psutil.pid_exists(pid)
+        return bool(psutil.pid_exists(pid))
 
 
 def _checkin_deadline(aim_path: Path, run_hash: str) -> float | None:
