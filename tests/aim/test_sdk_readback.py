@@ -87,3 +87,63 @@ def test_aim_up_web_api_shows_the_run_finished_with_params_and_metrics(
     # The UI's batch endpoint samples long series (to ~200 points): every sample must match.
     assert series["iters"][0] == 0 and series["iters"][-1] == 499
     assert [losses[step] for step in series["iters"]] == series["values"]
+
+
+def test_runs_written_by_aim_itself_are_read_by_mltrack(aim_repo: Path) -> None:
+    run_python(
+        f"""
+        import aim
+        run = aim.Run(repo={str(aim_repo)!r}, experiment="plain-aim", system_tracking_interval=None,
+                      capture_terminal_logs=False)
+        run["hparams"] = {{"lr": 0.1}}
+        for step in range(10):
+            run.track(step * 0.5, name="loss", step=step)
+        run.close()
+        print(0)
+        """
+    )
+    configure_aim_backend(repo_path=aim_repo)
+    repo = mltrack.factory.experiment_repository()
+    (summary,) = repo.list_experiments_sync(name="plain-aim")
+    assert summary.status is mltrack.ExperimentStatus.COMPLETED
+    assert summary.config == {"lr": 0.1}
+    series = repo.get_experiment_metrics_sync(summary.experiment_id).series("loss")
+    assert [float(v) for v in series.values] == [s * 0.5 for s in range(10)]
+
+
+def test_reads_and_writes_work_while_aim_up_indexes_the_same_repository(
+    aim_repo: Path, aim_ui: AimProcess
+) -> None:
+    from _scripts import popen_python
+
+    writer = """
+        import mltrack
+        from mltrack_aim import configure_aim_backend
+        configure_aim_backend(repo_path={repo!r}, experiment_name="busy-index")
+        for i in range(5):
+            with mltrack.start_run(config={{"learning_rate": 0.001, "i": i}}) as run:
+                for step in range(200):
+                    run.log_metric("loss", 1.0 / (step + 1), step=step)
+    """
+    children = [popen_python(writer.format(repo=str(aim_repo))) for _ in range(2)]
+    reader = f"""
+        import json, mltrack
+        from mltrack_aim import configure_aim_backend
+        configure_aim_backend(repo_path={str(aim_repo)!r})
+        repo = mltrack.factory.experiment_repository()
+        runs = repo.list_experiments_sync(name="busy-index")
+        print(json.dumps([[r.status.value, len(repo.get_experiment_metrics_sync(r.experiment_id))] for r in runs]))
+    """
+    while any(c.poll() is None for c in children):
+        run_python(reader)  # must not fail while runs are being written and aim up indexes
+    for child in children:
+        assert child.wait() == 0, child.stderr.read() if child.stderr else ""
+    assert sorted(run_python(reader)) == [["completed", 200]] * 10
+    found = run_python(
+        f"""
+        import json, aim
+        repo = aim.Repo({str(aim_repo)!r})
+        print(json.dumps(len(list(repo.query_runs("run.hparams.learning_rate > 0.0001", report_mode=0).iter_runs()))))
+        """
+    )
+    assert found == 10

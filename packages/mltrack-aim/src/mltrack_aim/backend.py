@@ -273,8 +273,11 @@ class AimBackend:
             and run_hash not in set(self.repo.meta_tree.subtree("chunks").keys())
         ):
             return None  # not in the index (it was busy): nothing trustworthy to report yet
-        status = ExperimentStatus(info.get("status", ExperimentStatus.RUNNING.value))
         aim_end = run.end_time
+        if "status" in info:
+            status = ExperimentStatus(info["status"])
+        else:  # a run written by Aim itself: finished once Aim closed it
+            status = ExperimentStatus.RUNNING if aim_end is None else ExperimentStatus.COMPLETED
         end = _utc(info.get("end_time")) or _utc(aim_end)
         if status is ExperimentStatus.RUNNING:
             status, end = self._check_alive(run_hash, aim_end, end)
