@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Runs
-
 pytest.importorskip("mltrack_aim")
 
 
-def test_ls_lists_every_run_newest_first_with_final_metrics(cli, runs: Runs) -> None:
+def test_ls_lists_every_run_newest_first_with_final_metrics(cli, runs) -> None:
     proc = cli("ls")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -24,7 +22,7 @@ def test_ls_lists_every_run_newest_first_with_final_metrics(cli, runs: Runs) -> 
     assert "200" in lines[3]
 
 
-def test_ls_filters_and_sorts_and_prints_json(cli, runs: Runs) -> None:
+def test_ls_filters_and_sorts_and_prints_json(cli, runs) -> None:
     data = json.loads(cli("ls", "--status", "completed", "--sort", "reward", "--json").stdout)
     assert [r["id"] for r in data] == [runs.ppo_fast, runs.ppo_slow]
     assert data[0]["config"] == {"learning_rate": 0.001, "gamma": 0.99}
@@ -35,7 +33,7 @@ def test_ls_filters_and_sorts_and_prints_json(cli, runs: Runs) -> None:
     assert best_loss[0]["final_metrics"]["loss"] == pytest.approx(0.01)
 
 
-def test_show_prints_config_metric_statistics_and_artifacts(cli, runs: Runs) -> None:
+def test_show_prints_config_metric_statistics_and_artifacts(cli, runs) -> None:
     proc = cli("show", runs.ppo_fast[:6])
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -49,7 +47,7 @@ def test_show_prints_config_metric_statistics_and_artifacts(cli, runs: Runs) -> 
     assert "6.8 KB" in art
 
 
-def test_show_json_has_the_same_content(cli, runs: Runs) -> None:
+def test_show_json_has_the_same_content(cli, runs) -> None:
     data = json.loads(cli("show", runs.ppo_slow, "--json").stdout)
     loss = next(m for m in data["metrics"] if m["metric"] == "loss")
     assert loss["count"] == 100
@@ -60,7 +58,7 @@ def test_show_json_has_the_same_content(cli, runs: Runs) -> None:
     assert Path(artifact["path"]).read_bytes() == b"weights" * 1000
 
 
-def test_compare_shows_differing_params_final_metrics_and_the_best_run(cli, runs: Runs) -> None:
+def test_compare_shows_differing_params_final_metrics_and_the_best_run(cli, runs) -> None:
     proc = cli("compare", runs.ppo_fast[:8], runs.ppo_slow[:8], "--metric", "reward")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -73,7 +71,7 @@ def test_compare_shows_differing_params_final_metrics_and_the_best_run(cli, runs
     assert data["differing_params"] == {"learning_rate": {runs.ppo_fast: 0.001, runs.ppo_slow: 0.0003}}
 
 
-def test_export_csv_round_trips_the_stored_history(cli, runs: Runs, tmp_path: Path) -> None:
+def test_export_csv_round_trips_the_stored_history(cli, runs, tmp_path: Path) -> None:
     out = tmp_path / "metrics.csv"
     proc = cli("export", runs.ppo_fast, runs.dqn, "--format", "csv", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -89,7 +87,7 @@ def test_export_csv_round_trips_the_stored_history(cli, runs: Runs, tmp_path: Pa
     assert [s["status"] for s in summaries] == ["completed", "failed"]
 
 
-def test_export_json_and_parquet(cli, runs: Runs, tmp_path: Path) -> None:
+def test_export_json_and_parquet(cli, runs, tmp_path: Path) -> None:
     out = tmp_path / "m.json"
     assert cli("export", runs.ppo_slow, "--format", "json", "--out", str(out)).returncode == 0
     data = json.loads(out.read_text())
@@ -102,7 +100,7 @@ def test_export_json_and_parquet(cli, runs: Runs, tmp_path: Path) -> None:
     assert len(table["value"]) == 200
 
 
-def test_plot_writes_a_png_with_one_line_per_run(cli, runs: Runs, tmp_path: Path) -> None:
+def test_plot_writes_a_png_with_one_line_per_run(cli, runs, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     from PIL import Image
 
@@ -121,7 +119,7 @@ def test_plot_writes_a_png_with_one_line_per_run(cli, runs: Runs, tmp_path: Path
     assert all(n > 300 for n in counts.values())
 
 
-def test_rm_asks_for_confirmation_then_deletes(cli, runs: Runs, tmp_path: Path) -> None:
+def test_rm_asks_for_confirmation_then_deletes(cli, runs, tmp_path: Path) -> None:
     import mltrack
 
     mltrack.configure_backend("aim", repo_path=str(runs.repo))
