@@ -303,7 +303,12 @@ class AimBackend:
         """RUNNING if the run's writer is alive, else CRASHED (and finalized in Aim once)."""
         if run_hash in self._runs:
             return ExperimentStatus.RUNNING, None
-        state = writer_state(self.repo, run_hash, self.settings.crash_grace)
+        if aim_end is not None:
+            # Aim closed it but mltrack never finished it: the writer went away. An aim server
+            # closes the runs of a client whose heartbeats stopped for 5 minutes.
+            state = "dead"
+        else:
+            state = writer_state(self.repo, run_hash, self.settings.crash_grace)
         if state != "dead":
             return ExperimentStatus.RUNNING, None
         crashed_at = self._finalize_crashed(run_hash)
@@ -456,6 +461,12 @@ class AimBackend:
             for run_id in list(self._runs):
                 with contextlib.suppress(Exception):
                     self._release(run_id)
+            if self.repo.is_remote_repo:
+                # Release the server-side resources now, while the server is surely up,
+                # rather than from a garbage-collection finalizer at some later point.
+                self.repo._client.get_queue().wait_for_finish()
+                drop_read_snapshots(self.repo)
+                gc.collect()
 
 
 def _writable(path: Path) -> bool:
