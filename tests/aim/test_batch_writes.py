@@ -15,7 +15,6 @@ from _scripts import run_python
 
 import mltrack
 from mltrack_aim import configure_aim_backend
-from mltrack_aim.batch import batch_path_enabled
 
 READER = """
 import json, math
@@ -67,6 +66,8 @@ def _log(aim_repo: Path) -> tuple[str, dict[int, float]]:
 def test_metric_batches_read_back_with_aims_sdk_in_a_fresh_process(
     aim_repo: Path, monkeypatch: pytest.MonkeyPatch, batched: str
 ) -> None:
+    from mltrack_aim.batch import batch_path_enabled  # imports aim: not at collection
+
     monkeypatch.setenv("MLTRACK_AIM_BATCH", batched)
     assert batch_path_enabled() is (batched == "1")
     run_id, expected = _log(aim_repo)
