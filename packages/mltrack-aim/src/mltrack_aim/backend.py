@@ -216,6 +216,7 @@ class AimBackend:
             for tag in tags:
                 if tag not in existing:
                     run.add_tag(tag)
+            self._wait_remote()
 
     @hookimpl
     def mltrack_log_artifact(self, run_id: str, artifact: ModelArtifact) -> None:
