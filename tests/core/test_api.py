@@ -126,3 +126,60 @@ def test_health_includes_plugins_that_are_not_backends() -> None:
     assert not health.is_healthy
     assert health.issues == ("integration: 3 callbacks failed",)
     assert health.details["backends"]["memory"]["is_healthy"] is True
+
+
+class HangingObserver:
+    """An observer whose hook never returns."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    @mltrack.hookimpl
+    def mltrack_log_metrics(self, run_id: str, batch: object) -> None:
+        self.release.wait(30)
+
+
+class RaisingObserver:
+    @mltrack.hookimpl
+    def mltrack_log_metrics(self, run_id: str, batch: object) -> None:
+        raise RuntimeError("observer bug")
+
+
+class CountingObserver:
+    def __init__(self) -> None:
+        self.points = 0
+
+    @mltrack.hookimpl
+    def mltrack_log_metrics(self, run_id: str, batch) -> None:  # type: ignore[no-untyped-def]
+        self.points += len(batch)
+
+
+def test_a_hanging_or_raising_plugin_is_cut_off_and_the_others_keep_working() -> None:
+    import time
+
+    host = get_plugin_host()
+    hanging, counting = HangingObserver(), CountingObserver()
+    host.register(hanging, name="hanging-observer")
+    host.register(RaisingObserver(), name="raising-observer")
+    host.register(counting, name="counting-observer")
+    mltrack.configure(hook_timeout=0.5, max_retries=0)
+    started = time.monotonic()
+    with mltrack.start_run("isolated") as run:
+        for step in range(100):
+            run.log_metric("m", float(step), step=step)
+        run.log_metric("m", 100.0, step=100)
+    assert time.monotonic() - started < 10
+    assert len(experiment_repository().get_experiment_metrics_sync(run.id)) == 101  # the backend has it all
+    assert counting.points == 101
+    health = asyncio.run(health_check())
+    assert not health.is_healthy
+    writer = health.details["writer"]
+    assert writer["points_undelivered"] == 0  # observers failing loses no stored data
+    errors = tracking_session().stats.errors_by_target
+    assert set(errors) == {"hanging-observer", "raising-observer"}
+    assert "plugin 'raising-observer'" in "".join(health.issues) or "plugin 'hanging-observer'" in "".join(
+        health.issues
+    )
+    hanging.release.set()

@@ -205,7 +205,13 @@ def _serve() -> int:
 
     backends = get_plugin_host().activate(config)
     stats = WriterStats()
-    sink = HookSink(backends.write_targets, stats, strict=config.strict, max_retries=config.max_retries)
+    sink = HookSink(
+        backends.write_targets,
+        stats,
+        strict=config.strict,
+        max_retries=config.max_retries,
+        hook_timeout=config.hook_timeout,
+    )
     inbox: queue.Queue[Any] = queue.Queue(maxsize=64)  # bounded: a slow store backs up into the pipe
     open_runs = _OpenRuns()
 

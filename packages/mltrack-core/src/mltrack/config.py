@@ -77,6 +77,8 @@ class TrackingConfig:
     """Most points handed to a backend in one ``mltrack_log_metrics`` call."""
     max_retries: int = 4
     """Attempts after the first before a failed write is counted as undelivered."""
+    hook_timeout: float | None = 120.0
+    """Seconds a plugin's write hook may take before the plugin is cut off (None: wait forever)."""
     keep_secrets: bool = False
     """Store config values whose names look like secrets (password, token, api_key) as given."""
     writer: str = "auto"
@@ -95,6 +97,7 @@ class TrackingConfig:
             max_buffered_points=int(_env_float("MLTRACK_MAX_BUFFERED_POINTS", 1_000_000)),
             writer=env.get("MLTRACK_WRITER", "auto") or "auto",
             keep_secrets=_env_bool("MLTRACK_KEEP_SECRETS"),
+            hook_timeout=_env_float("MLTRACK_HOOK_TIMEOUT", 120.0) or None,
         )
 
     def backend_config(self, name: str) -> BackendConfig:

@@ -61,7 +61,13 @@ def build_session(config: TrackingConfig, backends: Callable[[], ActiveBackends]
 
         sink = ProcessSink(config, stats)
     else:
-        sink = HookSink(backends().write_targets, stats, strict=config.strict, max_retries=config.max_retries)
+        sink = HookSink(
+            backends().write_targets,
+            stats,
+            strict=config.strict,
+            max_retries=config.max_retries,
+            hook_timeout=config.hook_timeout,
+        )
     writer = Writer(
         sink,
         stats=stats,

@@ -37,6 +37,17 @@ __all__ = [
 log = logging.getLogger("mltrack")
 ENTRY_POINT_GROUP = "mltrack"
 BACKEND_PREFIX = "backend:"
+_NOT_WRITES = frozenset(
+    {
+        "mltrack_register_backends",
+        "mltrack_list_runs",
+        "mltrack_get_run",
+        "mltrack_get_metrics",
+        "mltrack_list_artifacts",
+        "mltrack_health",
+        "mltrack_open_ui",
+    }
+)
 INSTALL_HINT = "install one (pip install mltrack-aim)"
 
 
@@ -238,17 +249,16 @@ class PluginHost:
 
 
 class HookTarget:
-    """One destination of hook calls: a single backend, or every plugin that is not a backend."""
+    """One destination of hook calls: a single backend, or a single observer plugin."""
 
-    def __init__(self, host: PluginHost, name: str, plugin_name: str | None) -> None:
+    def __init__(self, host: PluginHost, name: str, plugin_name: str, *, is_backend: bool) -> None:
         self.name = name
+        self.is_backend = is_backend
         self._host = host
         self._plugin_name = plugin_name
 
     def _targets(self, plugin_name: str) -> bool:
-        if self._plugin_name is not None:
-            return plugin_name == self._plugin_name
-        return not plugin_name.startswith(BACKEND_PREFIX)
+        return plugin_name == self._plugin_name
 
     def call(self, hook_name: str, **kwargs: Any) -> Any:
         """Call ``hook_name`` on this target's plugins only; errors propagate."""
@@ -265,9 +275,17 @@ class ActiveBackends:
         self.names = names
         self._instances = instances
         self.write_targets = [
-            HookTarget(host, name, plugin_name) for name, (plugin_name, _) in zip(names, instances)
+            HookTarget(host, name, plugin_name, is_backend=True)
+            for name, (plugin_name, _) in zip(names, instances)
         ]
-        self.write_targets.append(HookTarget(host, "observers", None))
+        # Each observer on its own, so one that fails or hangs does not silence the others.
+        write_hooks = {n for n in dir(hookspecs) if n.startswith("mltrack_") and n not in _NOT_WRITES}
+        for plugin_name, plugin in host.pm.list_name_plugin():
+            if plugin is None or plugin_name.startswith(BACKEND_PREFIX):
+                continue
+            implemented = {c.name for c in host.pm.get_hookcallers(plugin) or ()}
+            if implemented & write_hooks:
+                self.write_targets.append(HookTarget(host, plugin_name, plugin_name, is_backend=False))
 
     @property
     def primary(self) -> str:

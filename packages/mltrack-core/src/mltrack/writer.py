@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 from array import array
@@ -101,8 +102,52 @@ class _Chunk:
         return out
 
 
+class HookTimeout(BackendError):
+    """A plugin's hook did not return within ``hook_timeout``; the plugin is cut off."""
+
+
+class _TargetThread:
+    """Runs one target's hook calls on a thread of its own, so a hung plugin can be left behind.
+
+    Every call of a target happens on the same thread (stores that care about thread
+    affinity see one thread), and ``call`` waits at most ``timeout`` seconds.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._inbox: queue.SimpleQueue[tuple[Callable[[], object], list[Any], threading.Event]] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name=f"mltrack-hook-{name}", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            fn, box, done = self._inbox.get()
+            try:
+                box.append((True, fn()))
+            except BaseException as exc:
+                box.append((False, exc))
+            done.set()
+
+    def call(self, fn: Callable[[], object], timeout: float) -> object:
+        box: list[Any] = []
+        done = threading.Event()
+        self._inbox.put((fn, box, done))
+        if not done.wait(timeout):
+            raise HookTimeout(f"no answer within {timeout:g} s")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+
 class HookSink:
-    """Delivers operations to each target (backend or observers) on its own, with retries."""
+    """Delivers operations to each target (each backend, each observer) on its own, with retries.
+
+    A target that raises is retried with backoff, then counted; one that hangs past
+    ``hook_timeout`` is cut off for good (named in the log and in ``health_check()``), so
+    neither stops the other targets or the training loop.
+    """
 
     def __init__(
         self,
@@ -113,6 +158,7 @@ class HookSink:
         max_retries: int = 4,
         backoff: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
+        hook_timeout: float | None = None,
     ) -> None:
         self._targets = targets
         self._stats = stats
@@ -120,46 +166,69 @@ class HookSink:
         self._max_retries = max_retries
         self._backoff = backoff
         self._sleep = sleep
+        self._timeout = hook_timeout
+        self._threads: dict[str, _TargetThread] = {}
+        self._hung: set[str] = set()
+
+    def _call(self, target: Any, op: Op) -> None:
+        if self._timeout is None:
+            target.call(op.hook, **op.kwargs)
+            return
+        thread = self._threads.get(target.name)
+        if thread is None:
+            thread = self._threads[target.name] = _TargetThread(target.name)
+        thread.call(lambda: target.call(op.hook, **op.kwargs), self._timeout)
 
     def deliver(self, op: Op) -> None:
         failures: list[str] = []
         for target in self._targets:
+            if target.name in self._hung:
+                failures.append(target.name)
+                self._record_failure(target, op, HookTimeout("cut off after an earlier hang"), quiet=True)
+                continue
             for attempt in range(self._max_retries + 1):
                 try:
-                    target.call(op.hook, **op.kwargs)
+                    self._call(target, op)
+                    break
+                except HookTimeout as exc:
+                    self._hung.add(target.name)
+                    failures.append(target.name)
+                    self._record_failure(target, op, exc)
+                    if self._strict:
+                        raise
                     break
                 except Exception as exc:
                     if self._strict:
-                        raise BackendError(f"backend {target.name!r} failed in {op.hook}: {exc}") from exc
+                        raise BackendError(f"{_describe(target)} failed in {op.hook}: {exc}") from exc
                     if attempt == self._max_retries:
                         failures.append(target.name)
-                        self._record_failure(target.name, op, exc)
+                        self._record_failure(target, op, exc)
                     else:
                         self._stats.retries += 1
                         self._sleep(self._backoff * (2**attempt))
-        if not failures:
+        if not any(getattr(t, "is_backend", True) for t in self._targets if t.name in failures):
             self._stats.points_delivered += op.points
 
-    def _record_failure(self, target: str, op: Op, exc: Exception) -> None:
+    def _record_failure(self, target: Any, op: Op, exc: Exception, quiet: bool = False) -> None:
         stats = self._stats
         stats.write_errors += 1
-        stats.points_undelivered += op.points
-        stats.errors_by_target[target] = stats.errors_by_target.get(target, 0) + 1
-        stats.last_error = f"{target}: {op.hook} failed: {type(exc).__name__}: {exc}"
-        log.error(
-            "mltrack: backend %r could not store %s (%d points) after %d retries: %s",
-            target,
-            op.hook,
-            op.points,
-            self._max_retries,
-            exc,
-        )
+        if getattr(target, "is_backend", True):  # an observer's failure loses no stored data
+            stats.points_undelivered += op.points
+        stats.errors_by_target[target.name] = stats.errors_by_target.get(target.name, 0) + 1
+        stats.last_error = f"{_describe(target)}: {op.hook} failed: {type(exc).__name__}: {exc}"
+        if not quiet:
+            log.error("mltrack: %s (%d points)", stats.last_error, op.points)
 
     def barrier(self) -> None:
         """Nothing to wait for: ``deliver`` stores before it returns."""
 
     def close(self) -> None:
         """Nothing to release: the targets belong to the caller."""
+
+
+def _describe(target: Any) -> str:
+    kind = "backend" if getattr(target, "is_backend", True) else "plugin"
+    return f"{kind} {target.name!r}"
 
 
 class Writer:
