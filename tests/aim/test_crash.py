@@ -104,3 +104,19 @@ def test_sigkilled_writer_reads_crashed_and_keeps_points_logged_before_the_loss_
     repo = mltrack.factory.experiment_repository()
     assert repo.get_experiment_sync(fresh.id).status is ExperimentStatus.COMPLETED
     assert repo.get_experiment_sync(run_id).status is ExperimentStatus.CRASHED
+
+
+def test_run_closed_by_aim_but_never_finished_reads_crashed(aim_repo: Path) -> None:
+    """What an aim server does to the runs of a client that stopped sending heartbeats."""
+    from mltrack.config import BackendConfig
+    from mltrack.models import ExperimentRun
+    from mltrack_aim.backend import AimBackend
+
+    backend = AimBackend.from_config(BackendConfig("aim", options={"repo_path": str(aim_repo)}))
+    run = ExperimentRun(id="c" * 24, experiment_name="dropped")
+    backend.mltrack_create_run(run)
+    backend._release(run.id)  # Aim closes the run; mltrack's finish never comes
+    summary = backend.mltrack_get_run(run.id)
+    assert summary is not None and summary.status is ExperimentStatus.CRASHED
+    assert summary.end_time is not None
+    backend.close()
