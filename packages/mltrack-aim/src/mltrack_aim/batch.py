@@ -32,6 +32,7 @@ from aim.storage.context import Context
 # Cython modules without stubs: typed as Any on purpose.
 E: Any = import_module("aim.storage.encoding")
 hash_auto: Any = import_module("aim.storage.hashing").hash_auto
+PrefixView: Any = import_module("aim.storage.prefixview").PrefixView
 
 __all__ = ["TESTED_AIM", "MetricWriter", "aim_version", "batch_path_enabled"]
 
@@ -51,6 +52,15 @@ def batch_path_enabled() -> bool:
     if os.environ.get("MLTRACK_AIM_BATCH", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     return aim_version().startswith(TESTED_AIM)
+
+
+def _root_and_prefix(container: Any) -> tuple[Any, bytes]:
+    """The RocksDB container under a chain of Aim prefix views, and the whole key prefix."""
+    prefix = b""
+    while isinstance(container, PrefixView):
+        prefix = container.prefix + prefix
+        container = container.parent
+    return container, prefix
 
 
 class MetricWriter:
@@ -107,6 +117,39 @@ class MetricWriter:
 
     @staticmethod
     def _write_local(info: Any, rows: list[tuple[int, float, float]]) -> None:
+        """Put every column of every row into one key-sorted RocksDB batch, committed once.
+
+        Each value is what Aim's own tree ``set()`` writes for a scalar (one key: the
+        column's prefix + the encoded step hash; value: Aim's encoding), without the range
+        delete and blob delete ``set()`` adds, which only matter for nested or blob values.
+        Key order makes the write itself about 7x cheaper.
+        """
+        views = (info.val_view, info.epoch_view, info.time_view, info.step_view)
+        resolved = [_root_and_prefix(view.tree.container) for view in views]
+        root = resolved[0][0]
+        if any(r is not root for r, _ in resolved):  # not the layout this path was tested on
+            MetricWriter._write_via_aim_set(info, rows)
+            return
+        p_val, p_epoch, p_time, p_step = (prefix for _, prefix in resolved)
+        encode, encode_path = E.encode, E.encode_path
+        none = encode(None)
+        latest = {step: (value, ts) for step, value, ts in rows}  # a repeated step: last wins
+        items: list[tuple[bytes, bytes]] = []
+        for step, (value, ts) in latest.items():
+            key = encode_path((hash_auto(step),))
+            items.append((p_val + key, encode(value)))
+            items.append((p_epoch + key, none))
+            items.append((p_time + key, encode(ts)))
+            items.append((p_step + key, encode(step)))
+        items.sort(key=lambda item: item[0])
+        batch = root.batch()
+        put = batch.put
+        for key, encoded in items:
+            put(key, encoded)
+        root.commit(batch)
+
+    @staticmethod
+    def _write_via_aim_set(info: Any, rows: list[tuple[int, float, float]]) -> None:
         trees = (info.val_view.tree, info.epoch_view.tree, info.time_view.tree, info.step_view.tree)
         containers = [tree.container for tree in trees]
         batch = containers[0].batch()
