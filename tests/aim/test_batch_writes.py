@@ -93,3 +93,31 @@ def test_metric_batches_read_back_with_aims_sdk_in_a_fresh_process(
         "max": max(finite),
     }
     assert got["query_metrics"] == ["loss"]
+
+
+def test_bulk_column_reads_equal_aims_own_reader(aim_repo) -> None:
+    """The NumPy column reader returns exactly what Aim's metric.data.numpy() returns."""
+    import math
+
+    import numpy as np
+    from aim.sdk.run import Run
+
+    from aim import Repo
+    from mltrack_aim.columns import read_columns
+
+    repo = Repo.from_path(str(aim_repo))
+    run = Run(repo=repo, experiment="columns", system_tracking_interval=None, capture_terminal_logs=False)
+    for step in [5, 1, 3, 0, 2, 4, 1000, 7]:
+        run.track(step * 0.5 if step != 3 else math.nan, name="m", step=step)
+        run.track(step, name="ints", step=step)  # an int sequence, as plain Aim writes it
+    for name in ("m", "ints"):
+        metric = next(
+            m for n, ctx, _ in run.iter_metrics_info() for m in [run.get_metric(n, ctx)] if n == name
+        )
+        steps, (values, _epochs, times) = metric.data.numpy()
+        columns = read_columns(metric.series_tree)
+        assert columns is not None
+        np.testing.assert_array_equal(columns[0], steps)
+        np.testing.assert_array_equal(columns[1], np.asarray(values, dtype=np.float64))
+        np.testing.assert_array_equal(columns[2], np.asarray(times, dtype=np.float64))
+    run.close()

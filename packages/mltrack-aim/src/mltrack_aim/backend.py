@@ -47,6 +47,7 @@ from mltrack.models import (
     to_plain,
 )
 from mltrack_aim.batch import MetricWriter, aim_version, batch_path_enabled
+from mltrack_aim.columns import read_columns
 from mltrack_aim.settings import AimSettings
 from mltrack_aim.store import RunIndex, drop_read_snapshots, open_repo, writer_state
 
@@ -111,6 +112,8 @@ class AimBackend:
         self._writers: dict[str, MetricWriter] = {}
         self._lock = threading.RLock()
         self._artifacts_dir = Path(settings.artifacts_dir)
+        # Bulk column reads use Aim's internal layout: local repositories of tested Aim only.
+        self._fast_reads = batch_path_enabled() and not settings.is_remote
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> AimBackend:
@@ -382,7 +385,11 @@ class AimBackend:
                 metric = run.get_metric(name, context)
                 if metric is None:
                     continue
-                steps, (values, _epochs, times) = metric.data.numpy()
+                columns = read_columns(metric.series_tree) if self._fast_reads else None
+                if columns is None:
+                    steps, (values, _epochs, times) = metric.data.numpy()
+                else:
+                    steps, values, times = columns
                 out.append(
                     MetricSeries(
                         name=name,
