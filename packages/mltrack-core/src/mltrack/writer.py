@@ -65,24 +65,35 @@ class Sink(Protocol):
 
 
 class _Chunk:
-    """Columns of points not yet handed on; ``keys`` interns (run_id, name, context)."""
+    """Columns of points not yet handed on; ``keys`` interns (run_id, name, context).
+
+    The open chunk appends to lists (about 4x cheaper per append than ``array``, and it holds
+    at most one batch); sealing packs them into compact arrays.
+    """
 
     __slots__ = ("key_ids", "keys", "kidx", "steps", "ts", "values")
 
     def __init__(self) -> None:
         self.keys: list[tuple[str, str, Context]] = []
         self.key_ids: dict[tuple[str, str, Context], int] = {}
-        self.kidx = array("I")
-        self.steps = array("q")
-        self.values = array("d")
-        self.ts = array("d")
+        self.kidx: list[int] = []
+        self.steps: list[int] = []
+        self.values: list[float] = []
+        self.ts: list[float] = []
 
     def batches(self) -> list[tuple[str, MetricBatch]]:
-        """Split into one MetricBatch per run."""
+        """Pack into arrays, one MetricBatch per run."""
         run_ids = {k[0] for k in self.keys}
         if len(run_ids) == 1:
             keys = [(name, ctx) for _, name, ctx in self.keys]
-            return [(self.keys[0][0], MetricBatch(keys, self.kidx, self.steps, self.values, self.ts))]
+            packed = MetricBatch(
+                keys,
+                array("I", self.kidx),
+                array("q", self.steps),
+                array("d", self.values),
+                array("d", self.ts),
+            )
+            return [(self.keys[0][0], packed)]
         out = []
         for run_id in sorted(run_ids):
             remap = {i: j for j, i in enumerate(i for i, k in enumerate(self.keys) if k[0] == run_id)}
@@ -252,9 +263,14 @@ class Writer:
         self._cond = threading.Condition(self._lock)
         self._chunk = _Chunk()
         self._queue: deque[tuple[int, Op]] = deque()
-        self._pending_points = 0
         self._slots: dict[tuple[str, str, Context], list[Any]] = {}  # see _slot
-        self._logged = 0
+        self._logged = 0  # points accepted by log calls
+        self._shipped_points = 0  # points handed to the sink
+        self._chunk_start = 0  # _logged when the open chunk was opened
+        # A log call takes the slow path once _logged reaches _trigger: the open chunk is full,
+        # the buffer is full (backpressure), or an error waits to be raised (trigger 0). One
+        # comparison on the hot path covers all three.
+        self._trigger = self._batch_size
         self._seq = 0  # operations enqueued
         self._shipped = 0  # operations handed to the sink
         self._done = 0  # operations the sink confirmed stored (after a barrier)
@@ -272,7 +288,7 @@ class Writer:
     ) -> None:
         """Buffer one validated point (``step=None``: the metric's highest step + 1)."""
         with self._lock:  # the plain lock: cheaper than entering the Condition
-            if self._error is not None or self._pending_points >= self._max_points:
+            if self._logged >= self._trigger:
                 self._before_append()
             slot = self._slots.get((run_id, name, context))
             if slot is None or slot[2] is not self._chunk:
@@ -287,18 +303,14 @@ class Writer:
             chunk.steps.append(step)
             chunk.values.append(value)
             chunk.ts.append(ts)
-            self._pending_points += 1
             self._logged += 1
-            if len(chunk.values) >= self._batch_size:
-                self._seal()
-                self._cond.notify_all()
 
     def log_points(
         self, run_id: str, items: Mapping[str, float], step: int | None, context: Context, ts: float
     ) -> None:
         """Buffer several validated points of one step under one lock."""
         with self._lock:
-            if self._error is not None or self._pending_points >= self._max_points:
+            if self._logged >= self._trigger:
                 self._before_append()
             chunk = self._chunk
             slots = self._slots
@@ -314,12 +326,7 @@ class Writer:
                 chunk.steps.append(s)
                 chunk.values.append(value)
                 chunk.ts.append(ts)
-            n = len(items)
-            self._pending_points += n
-            self._logged += n
-            if len(chunk.values) >= self._batch_size:
-                self._seal()
-                self._cond.notify_all()
+            self._logged += len(items)
 
     def _slot(self, run_id: str, name: str, context: Context) -> list[Any]:
         """The state of one metric (lock held), registered in the open chunk.
@@ -354,11 +361,22 @@ class Writer:
                 del self._slots[key]
 
     def _before_append(self) -> None:
-        """Slow path of a log call (lock held): raise a pending error or wait for space."""
+        """Slow path of a log call (lock held): raise a pending error, wait for space, seal."""
         if self._error is not None:
             self._raise_error()
-        if self._pending_points >= self._max_points:
+        if self._logged - self._shipped_points >= self._max_points:
             self._wait_for_space()
+        if self._logged - self._chunk_start >= self._batch_size:
+            self._seal()
+            self._cond.notify_all()
+        self._retrigger()
+
+    def _retrigger(self) -> None:
+        """Recompute when the next log call must take the slow path (lock held)."""
+        if self._error is not None:
+            self._trigger = 0
+        else:
+            self._trigger = min(self._shipped_points + self._max_points, self._chunk_start + self._batch_size)
 
     def submit(self, hook: str, *, wait: bool = False, **kwargs: Any) -> None:
         """Queue a non-metric operation after every point logged so far; ``wait`` blocks until stored."""
@@ -398,20 +416,21 @@ class Writer:
     @property
     def pending_points(self) -> int:
         """Points logged but not yet handed to the sink."""
-        return self._pending_points
+        return self._logged - self._shipped_points
 
     # --- internals ----------------------------------------------------------------------
 
     def _raise_error(self) -> None:
         err, self._error = self._error, None
         assert err is not None
+        self._retrigger()
         raise err
 
     def _wait_for_space(self) -> None:
         self._seal()
         self._flush_requested = True
         self._cond.notify_all()
-        while self._pending_points >= self._max_points and self._error is None:
+        while self._logged - self._shipped_points >= self._max_points and self._error is None:
             if not self._thread.is_alive():
                 raise BackendError("mltrack writer thread is not running; the buffer cannot drain")
             self._cond.wait(0.5)
@@ -449,6 +468,8 @@ class Writer:
         if not chunk.values:
             return
         self._chunk = _Chunk()
+        self._chunk_start = self._logged
+        self._retrigger()
         for run_id, batch in chunk.batches():
             self._enqueue(Op("mltrack_log_metrics", {"run_id": run_id, "batch": batch}, len(batch)))
 
@@ -475,7 +496,8 @@ class Writer:
                         self._error = exc
                 with self._cond:
                     self._shipped = seq
-                    self._pending_points -= op.points
+                    self._shipped_points += op.points
+                    self._retrigger()
                     self._cond.notify_all()
             if barrier:
                 try:
@@ -483,6 +505,7 @@ class Writer:
                 except BaseException as exc:
                     with self._cond:
                         self._error = exc
+                        self._retrigger()
             with self._cond:
                 if barrier:
                     self._done = self._shipped
