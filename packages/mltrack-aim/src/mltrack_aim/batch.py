@@ -130,22 +130,31 @@ class MetricWriter:
         if any(r is not root for r, _ in resolved):  # not the layout this path was tested on
             MetricWriter._write_via_aim_set(info, rows)
             return
-        p_val, p_epoch, p_time, p_step = (prefix for _, prefix in resolved)
         encode, encode_path = E.encode, E.encode_path
-        none = encode(None)
         latest = {step: (value, ts) for step, value, ts in rows}  # a repeated step: last wins
-        items: list[tuple[bytes, bytes]] = []
-        for step, (value, ts) in latest.items():
-            key = encode_path((hash_auto(step),))
-            items.append((p_val + key, encode(value)))
-            items.append((p_epoch + key, none))
-            items.append((p_time + key, encode(ts)))
-            items.append((p_step + key, encode(step)))
-        items.sort(key=lambda item: item[0])
+        # Records sorted by the encoded step hash; each column's keys are its prefix plus that
+        # key, and no column prefix is a prefix of another, so writing the columns in prefix
+        # order writes the whole batch in key order with one sort of the points.
+        records = sorted(
+            (encode_path((hash_auto(step),)), step, value, ts) for step, (value, ts) in latest.items()
+        )
+        none = encode(None)
         batch = root.batch()
         put = batch.put
-        for key, encoded in items:
-            put(key, encoded)
+        columns = sorted(zip((prefix for _, prefix in resolved), range(4)))
+        for prefix, column in columns:
+            if column == 0:
+                for key, _, value, _ in records:
+                    put(prefix + key, encode(value))
+            elif column == 1:
+                for key, _, _, _ in records:
+                    put(prefix + key, none)
+            elif column == 2:
+                for key, _, _, ts in records:
+                    put(prefix + key, encode(ts))
+            else:
+                for key, step, _, _ in records:
+                    put(prefix + key, encode(step))
         root.commit(batch)
 
     @staticmethod

@@ -339,6 +339,10 @@ class MetricBatch:
 
     def groups(self) -> Iterator[tuple[str, dict[str, Any], list[int], list[float], list[float]]]:
         """Yield ``(name, context, steps, values, timestamps)`` per metric, points in log order."""
+        if len(self.keys) == 1:  # the common case: one metric per batch, columns as they are
+            name, ctx = self.keys[0]
+            yield name, dict(ctx), list(self.steps), list(self.values), list(self.timestamps)
+            return
         per_key: dict[int, tuple[list[int], list[float], list[float]]] = {}
         for k, s, v, t in zip(self.key_index, self.steps, self.values, self.timestamps):
             cols = per_key.get(k)
