@@ -10,7 +10,17 @@ ROOT = Path(__file__).parent
 PACKAGES = ROOT / "packages"
 # torch must come from the CPU wheel on this machine's disk; any other version pulls a CUDA build.
 TORCH = "torch==2.13.0"
-TEST_TOOLS = ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "numpy", "matplotlib", "pillow", "pyarrow", "pandas", "psutil"]
+TEST_TOOLS = [
+    "pytest>=8",
+    "hypothesis>=6.100",
+    "pytest-timeout>=2.3",
+    "numpy",
+    "matplotlib",
+    "pillow",
+    "pyarrow",
+    "pandas",
+    "psutil",
+]
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
