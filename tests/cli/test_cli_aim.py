@@ -163,3 +163,48 @@ def test_health_and_backends_on_aim(cli) -> None:
     assert "backend: aim  healthy" in proc.stdout
     proc = cli("backends")
     assert "backends: aim" in proc.stdout
+
+
+def test_ui_starts_aims_ui_on_loopback_and_stops_it_with_its_children(runs) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from conftest import MLTRACK
+    from mltrack_aim.processes import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_"))}
+    env.update(ML_TRACKING_BACKEND="aim", AIM_REPO_PATH=str(runs.repo))
+    port = free_port()
+    proc = subprocess.Popen(
+        [MLTRACK, "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith(f"aim UI: http://127.0.0.1:{port}"), (
+            line + proc.stderr.read() if proc.poll() else line
+        )
+        ui_pid = int(line.split("(pid ")[1].split(";")[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/experiments/", timeout=30) as response:
+            experiments = {e["name"] for e in __import__("json").load(response)}
+        assert {"ppo-cartpole", "dqn-cartpole"} <= experiments
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert "UI stopped." in out
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(ui_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("aim up's process group is still alive")

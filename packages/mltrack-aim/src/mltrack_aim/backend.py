@@ -44,10 +44,12 @@ from mltrack.models import (
     MetricSeries,
     ModelArtifact,
     RunFilter,
+    UiHandle,
     to_plain,
 )
 from mltrack_aim.batch import MetricWriter, aim_version, batch_path_enabled
 from mltrack_aim.columns import read_columns
+from mltrack_aim.processes import start_aim_ui
 from mltrack_aim.settings import AimSettings
 from mltrack_aim.store import RunIndex, drop_read_snapshots, open_repo, writer_state
 
@@ -436,6 +438,19 @@ class AimBackend:
     # --- health -------------------------------------------------------------------------
 
     @hookimpl
+    def mltrack_open_ui(self, host: str, port: int | None) -> UiHandle:
+        """Start ``aim up`` for this repository (Aim's default port 43800 if free)."""
+        if self.settings.is_remote:
+            raise BackendError(
+                f"Aim's UI reads a repository on disk: run `aim up --repo <path>` on the host of "
+                f"{self.settings.repo} (the server's repository)"
+            )
+        if port is None:
+            port = AIM_UI_PORT if _port_free(host, AIM_UI_PORT) else None
+        ui = start_aim_ui(self.settings.repo, host=host, port=port)
+        return UiHandle(url=ui.url, pid=ui.pid, stop=ui.stop)
+
+    @hookimpl
     def mltrack_health(self) -> HealthStatus:
         """Repository reachable and writable, Aim version, index state (and server status)."""
         issues: list[str] = []
@@ -478,6 +493,20 @@ class AimBackend:
                 self.repo._client.get_queue().wait_for_finish()
                 drop_read_snapshots(self.repo)
                 gc.collect()
+
+
+AIM_UI_PORT = 43800
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _writable(path: Path) -> bool:

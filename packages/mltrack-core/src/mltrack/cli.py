@@ -653,7 +653,7 @@ def ui(host: str, port: int | None) -> None:
     handle = backends.read("mltrack_open_ui", host=host, port=port)
     if handle is None:
         raise click.ClickException(f"backend {backends.primary!r} has no web UI")
-    click.echo(f"{backends.primary} UI: {handle.url}  (Ctrl-C to stop)")
+    click.echo(f"{backends.primary} UI: {handle.url}  (pid {handle.pid}; Ctrl-C to stop)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
