@@ -1,0 +1,146 @@
+"""Case 4, server faults: the ``aim server`` is SIGKILLed and restarted on the same port mid-run.
+
+A trainer logs to ``aim://127.0.0.1:PORT`` at a steady rate. A third of the way in, the test
+kills the server's whole process group with SIGKILL, waits, and starts a new server on the
+same repository and port. Training must go on (log calls never block on the store), the
+points must be delivered after the restart, and whatever could not be delivered must be
+counted in ``health_check()`` and in the run, never lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _reliability import popen_python, read_run, record, repetitions
+
+from mltrack_aim.processes import free_port, start_aim_server
+
+CI_RESTARTS = repetitions("MLTRACK_RELIABILITY_SERVER_RESTARTS", 1)
+FULL_RESTARTS = 5
+STEPS = 3000
+DOWN_S = 2.0
+
+
+def _trainer(address: str) -> str:
+    return f"""
+        import json, time, mltrack
+        from mltrack_aim import configure_aim_backend
+        configure_aim_backend(repo_path={address!r}, experiment_name="server-faults")
+        started = time.monotonic()
+        with mltrack.start_run() as run:
+            print("run", run.id, flush=True)
+            for step in range({STEPS}):
+                run.log_metric("loss", 1.0 / (step + 1), step=step)
+                if step % 100 == 0:
+                    print("step", step, flush=True)
+                time.sleep(0.002)
+            loop_s = time.monotonic() - started
+        health = mltrack.factory.health_sync()
+        print(json.dumps(dict(loop_s=loop_s, total_s=time.monotonic() - started, logged={STEPS},
+                              writer=health.details.get("writer"), healthy=health.is_healthy,
+                              issues=list(health.issues))), flush=True)
+    """
+
+
+def _restart_mid_run(root: Path, index: int) -> dict[str, Any]:
+    port = free_port()
+    server = start_aim_server(root, port=port)
+    child = popen_python(_trainer(server.address))
+    assert child.stdout is not None
+    try:
+        first = child.stdout.readline().split()
+        assert first and first[0] == "run", child.stderr.read() if child.stderr else ""
+        run_id = first[1]
+        for line in child.stdout:
+            if line.startswith("step") and int(line.split()[1]) >= STEPS // 3:
+                break
+        os.killpg(server.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        time.sleep(DOWN_S)
+        server = start_aim_server(root, port=port)
+        try:
+            out, err = child.communicate(timeout=300)
+        except Exception:
+            child.kill()
+            out, err = child.communicate()
+            raise AssertionError(f"the trainer hung after the server restart: {err[-3000:]}") from None
+        assert child.returncode == 0, err[-3000:]
+        said = json.loads(out.strip().splitlines()[-1])
+        got = read_run(server.address, run_id)
+    finally:
+        server.stop()
+    undelivered = (said["writer"] or {}).get("points_undelivered", 0)
+    lost = STEPS - len(got["steps"])
+    return record(
+        "server-restart",
+        restart=index,
+        points_logged=STEPS,
+        points_read=len(got["steps"]),
+        points_lost=lost,
+        counted_undelivered=undelivered,
+        healthy=said["healthy"],
+        status=got["status"],
+        loop_s=round(said["loop_s"], 2),
+        total_s=round(said["total_s"], 2),
+        run_config_keys=sorted(got["config"]),
+        issues=said["issues"][:2],
+    )
+
+
+def _restarts(root: Path, count: int) -> list[dict[str, Any]]:
+    return [_restart_mid_run(root, i) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def ci_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The CI restarts, run once and checked by the tests below."""
+    return _restarts(tmp_path_factory.mktemp("server-faults"), CI_RESTARTS)
+
+
+def _check_training_went_on(results: list[dict[str, Any]]) -> None:
+    for r in results:
+        # Nominal loop: 3000 x 2 ms = 6 s plus the log calls; the restart must not stall it.
+        assert r["loop_s"] < 6 * 2 + DOWN_S, r
+
+
+def _check_losses_are_counted(results: list[dict[str, Any]]) -> None:
+    for r in results:
+        assert r["counted_undelivered"] == r["points_lost"], r
+        if r["points_lost"]:
+            assert not r["healthy"] and r["issues"], r
+
+
+def _check_nothing_lost(results: list[dict[str, Any]]) -> None:
+    for r in results:
+        assert r["points_lost"] == 0, r
+        assert r["status"] == "completed", r
+
+
+def test_training_goes_on_while_the_server_restarts(ci_results: list[dict[str, Any]]) -> None:
+    """Log calls never wait for a dead server: the training loop keeps its pace."""
+    _check_training_went_on(ci_results)
+
+
+def test_points_not_delivered_are_counted_in_health_check(ci_results: list[dict[str, Any]]) -> None:
+    """Every point missing after the restart is counted in health_check(), which reports unhealthy."""
+    _check_losses_are_counted(ci_results)
+
+
+def test_points_are_delivered_after_the_server_restarts(ci_results: list[dict[str, Any]]) -> None:
+    """Nothing is lost: points logged while the server was down arrive once it is back."""
+    _check_nothing_lost(ci_results)
+
+
+@pytest.mark.slow
+def test_server_restarted_5_times(tmp_path: Path) -> None:
+    """Five restarts: training goes on, nothing is lost, any loss would be counted."""
+    results = _restarts(tmp_path, FULL_RESTARTS)
+    _check_training_went_on(results)
+    _check_losses_are_counted(results)
+    _check_nothing_lost(results)
