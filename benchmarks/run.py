@@ -165,15 +165,19 @@ emit(import_ms=best / 1000)
 """
 
 SCALING = """
-import resource, mltrack, psutil
+import mltrack, psutil
+from mltrack.factory import tracking_session
 mltrack.configure_backend("aim", repo_path=REPO)
 proc = psutil.Process()
 run = mltrack.start_run("bench-scaling")
+tracking_session().flush()  # the writer process is up: start-up is not a per-point cost
 rss0 = proc.memory_info().rss
 marks = [int(m) for m in os.environ["MARKS"].split(",")]
 rows, i, peak = [], 0, rss0
 t_start = time.perf_counter()
 for mark in marks:
+    # One segment per decade: log as fast as possible, then wait until it is stored. The
+    # durable cost per point of each segment shows whether storing slows as the run grows.
     t0 = time.perf_counter()
     n0 = i
     while i < mark:
@@ -181,12 +185,15 @@ for mark in marks:
         i += 1
         if i % 100_000 == 0:
             peak = max(peak, proc.memory_info().rss)
-    rows.append({"points": mark, "segment_points": mark - n0, "calling_us": (time.perf_counter() - t0) / (mark - n0) * 1e6})
-t_logged = time.perf_counter()
+    t1 = time.perf_counter()
+    tracking_session().flush()
+    t2 = time.perf_counter()
+    peak = max(peak, proc.memory_info().rss)
+    rows.append({"points": mark, "segment_points": mark - n0, "calling_us": (t1 - t0) / (mark - n0) * 1e6,
+                 "durable_us": (t2 - t0) / (mark - n0) * 1e6})
 run.finish()
 t_done = time.perf_counter()
-emit(rows=rows, rss_growth_mb=(peak - rss0) / 2**20, durable_us=(t_done - t_start) / i * 1e6,
-     logged_s=t_logged - t_start, total_s=t_done - t_start, points=i, run_id=run.id)
+emit(rows=rows, rss_growth_mb=(peak - rss0) / 2**20, total_s=t_done - t_start, points=i, run_id=run.id)
 """
 
 
@@ -379,26 +386,25 @@ def bench_scaling(results: Results, root: Path, quick: bool) -> None:
         "< 100 MB",
         res["rss_growth_mb"] < 100,
     )
-    costs = [r["calling_us"] for r in res["rows"]]
+    costs = [r["durable_us"] for r in res["rows"]]
     spread = max(costs) / min(costs)
     results.goal(
         "6",
-        f"calling cost per point flat from 10^4 to {marks[-1]:.0e} points (backpressure included)",
-        f"{min(costs):.2f}-{max(costs):.2f} µs = {spread:.2f}x spread; end to end {res['durable_us']:.1f} µs a point",
+        f"durable cost per point, each decade of one run from 10^4 to {marks[-1]:,} points",
+        f"{min(costs):.2f}-{max(costs):.2f} µs = {spread:.2f}x spread",
         "within 1.5x",
         spread <= 1.5,
     )
     table = [
         "## Cost per point as the run grows",
         "",
-        "| points so far | calling-thread µs/point in this decade |",
-        "|---|---|",
-    ]
-    table += [f"| {r['points']:,} | {r['calling_us']:.2f} |" for r in res["rows"]]
-    table += [
+        "One run; each decade is logged as fast as possible, then flushed (stored).",
         "",
-        f"All {res['points']:,} points logged in {res['logged_s']:.1f} s; stored (finish returned) after {res['total_s']:.1f} s.",
+        "| points so far | calling-thread µs/point (backpressure included) | durable µs/point |",
+        "|---|---|---|",
     ]
+    table += [f"| {r['points']:,} | {r['calling_us']:.2f} | {r['durable_us']:.2f} |" for r in res["rows"]]
+    table += ["", f"All {res['points']:,} points stored after {res['total_s']:.1f} s."]
     results.sections.append("\n".join(table))
 
 
