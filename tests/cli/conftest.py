@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 import pytest
-
-MLTRACK = str(Path(sys.executable).parent / "mltrack")
+from _cli_helpers import run_cli
 
 
 @attrs.frozen
@@ -54,13 +51,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """Three runs: two PPO (completed, differing learning rates) and one DQN (failed)."""
     root = tmp_path_factory.mktemp("cli")
     return _record(root / "aim_logs", root)
-
-
-def run_cli(repo: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``mltrack`` command against an Aim repository."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_"))}
-    env.update(ML_TRACKING_BACKEND="aim", AIM_REPO_PATH=str(repo), COLUMNS="160")
-    return subprocess.run([MLTRACK, *args], capture_output=True, text=True, env=env, input=input, timeout=300)
 
 
 @pytest.fixture
