@@ -183,3 +183,21 @@ def test_a_hanging_or_raising_plugin_is_cut_off_and_the_others_keep_working() ->
         health.issues
     )
     hanging.release.set()
+
+
+@pytest.mark.parametrize(
+    "name", ["../other-run/model.zip", "/etc/passwd", "a/../../x", "C:/x", "a//b", "./x"]
+)
+def test_artifact_names_cannot_leave_the_store(tmp_path, name: str) -> None:
+    source = tmp_path / "model.zip"
+    source.write_bytes(b"x")
+    with mltrack.start_run("artifacts") as run, pytest.raises(mltrack.ArtifactError, match="relative path"):
+        run.log_artifact(source, "model", name=name)
+
+
+def test_artifact_names_may_have_folders(tmp_path) -> None:
+    source = tmp_path / "model.zip"
+    source.write_bytes(b"x")
+    with mltrack.start_run("artifacts") as run:
+        stored = run.log_artifact(source, "model", name="models/best_model.zip")
+    assert stored.name == "models/best_model.zip"

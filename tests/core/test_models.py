@@ -114,3 +114,25 @@ def test_summary_duration_and_artifact_type_conversion() -> None:
     assert s.duration == timedelta(hours=2)
     a = ModelArtifact("best_model.zip", "model", "models/exp_123/best_model.zip", {"validation_score": 0.95})
     assert a.artifact_type is ArtifactType.MODEL
+
+
+def test_steps_beyond_64_bits_are_rejected() -> None:
+    from mltrack.models import MAX_STEP
+
+    assert to_step(MAX_STEP) == MAX_STEP
+    with pytest.raises(InvalidStepError, match="from 0 to"):
+        to_step(2**63)
+
+
+def test_ints_beyond_64_bits_in_configs_are_kept_as_strings() -> None:
+    assert to_plain({"seed": 2**64, "small": 2**62}) == {"seed": str(2**64), "small": 2**62}
+
+
+def test_unknown_status_and_non_mapping_config_are_typed_errors() -> None:
+    from mltrack import ValidationError
+    from mltrack.models import _to_config, to_status
+
+    with pytest.raises(ValidationError, match="completed"):
+        to_status("done")
+    with pytest.raises(ValidationError, match="config must be a mapping"):
+        _to_config([("lr", 0.1)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "BackendError",
+    "InvalidConfigError",
     "InvalidMetricError",
     "InvalidNameError",
     "InvalidStepError",
@@ -36,6 +37,10 @@ class InvalidMetricError(ValidationError, TypeError):
 
 class InvalidStepError(ValidationError, TypeError):
     """A step is not a non-negative whole number."""
+
+
+class InvalidConfigError(ValidationError, TypeError):
+    """A run config or parameters are not a mapping of names to values."""
 
 
 class ArtifactError(ValidationError):

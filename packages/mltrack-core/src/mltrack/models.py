@@ -15,7 +15,13 @@ from typing import Any
 
 import attrs
 
-from mltrack.errors import InvalidMetricError, InvalidNameError, InvalidStepError
+from mltrack.errors import (
+    InvalidConfigError,
+    InvalidMetricError,
+    InvalidNameError,
+    InvalidStepError,
+    ValidationError,
+)
 
 __all__ = [
     "ArtifactType",
@@ -74,6 +80,15 @@ class ArtifactType(str, enum.Enum):
         return self.value
 
 
+def to_status(status: object) -> ExperimentStatus:
+    """An ExperimentStatus from the enum or its value (``"completed"``); anything else raises."""
+    try:
+        return ExperimentStatus(status)
+    except ValueError:
+        choices = ", ".join(s.value for s in ExperimentStatus)
+        raise ValidationError(f"status {status!r:.40} is not one of: {choices}") from None
+
+
 # --- validation -------------------------------------------------------------------------
 
 
@@ -116,20 +131,26 @@ def to_metric_value(name: str, value: object) -> float:
     )
 
 
+MAX_STEP = 2**63 - 2
+"""The largest step: steps are stored as signed 64-bit integers (and one more for "next step")."""
+
+
 def to_step(step: object) -> int:
-    """Convert a step to a non-negative int; integral floats (``10.0``) are accepted."""
-    if type(step) is int and step >= 0:
+    """Convert a step to an int in 0..MAX_STEP; integral floats (``10.0``) are accepted."""
+    if type(step) is int and 0 <= step <= MAX_STEP:
         return step
     if isinstance(step, bool):
         raise InvalidStepError(f"step must be a whole number >= 0, got a bool: {step!r}")
-    if isinstance(step, int) and step >= 0:
+    if isinstance(step, int) and 0 <= step <= MAX_STEP:
         return int(step)
-    if isinstance(step, float) and step.is_integer() and step >= 0:
+    if isinstance(step, float) and step.is_integer() and 0 <= step <= MAX_STEP:
         return int(step)
     item = getattr(step, "item", None)
     if item is not None and getattr(step, "shape", None) == ():
         return to_step(item())
-    raise InvalidStepError(f"step must be a whole number >= 0, got {type(step).__name__}: {step!r:.40}")
+    raise InvalidStepError(
+        f"step must be a whole number from 0 to {MAX_STEP}, got {type(step).__name__}: {step!r:.40}"
+    )
 
 
 def to_plain(value: object, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> Any:
@@ -139,15 +160,18 @@ def to_plain(value: object, _depth: int = 0, _seen: frozenset[int] = frozenset()
     value, paths and other objects their ``str``. Cycles and nesting beyond 32 levels are
     cut with a marker string instead of recursing forever.
     """
-    if value is None or type(value) in (str, int, float, bool):
+    if value is None or type(value) in (str, float, bool):
         return value
+    if type(value) is int:
+        # Stores keep integers in 64 bits; a larger one is kept exactly, as its decimal string.
+        return value if -(2**63) <= value < 2**63 else str(value)
     if _depth > 32 or id(value) in _seen:
         return "<cycle or too deep>"
     if isinstance(value, enum.Enum):
         return to_plain(value.value, _depth + 1, _seen)
     for plain in (bool, int, float, str):  # subclasses such as numpy.float64 or str enums
         if isinstance(value, plain):
-            return plain(value)
+            return to_plain(plain(value), _depth + 1, _seen)
     seen = _seen | {id(value)}
     if isinstance(value, Mapping):
         return {str(k): to_plain(v, _depth + 1, seen) for k, v in value.items()}
@@ -215,7 +239,9 @@ def _to_config(config: object) -> dict[str, Any]:
     if config is None:
         return {}
     if not isinstance(config, Mapping):
-        raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+        raise InvalidConfigError(
+            f"config must be a mapping of names to values (e.g. a dict), got {type(config).__name__}: {config!r:.60}"
+        )
     return {validate_name(str(k), "config key"): to_plain(v) for k, v in config.items()}
 
 

@@ -15,6 +15,7 @@ from mltrack.models import (
     MetricSeries,
     ModelArtifact,
     RunFilter,
+    to_status,
 )
 from mltrack.plugins import ActiveBackends
 
@@ -140,7 +141,7 @@ class ExperimentRepository:
     ) -> list[ExperimentSummary]:
         """Runs matching every given condition, newest first (blocking form)."""
         run_filter = RunFilter(
-            status=None if status is None else ExperimentStatus(status),
+            status=None if status is None else to_status(status),
             name=name,
             tags=tags,
             limit=limit,

@@ -17,6 +17,7 @@ from typing import Any
 from mltrack.config import TrackingConfig
 from mltrack.errors import ArtifactError, RunStateError
 from mltrack.models import (
+    MAX_STEP,
     ArtifactType,
     Context,
     ExperimentRun,
@@ -28,6 +29,7 @@ from mltrack.models import (
     mask_secrets,
     to_context,
     to_metric_value,
+    to_status,
     to_step,
     validate_name,
 )
@@ -47,6 +49,18 @@ def final_metric_key(name: str, context: Context) -> str:
 def new_run_id() -> str:
     """A fresh run id: 24 lowercase hex characters (the shape Aim uses for run hashes)."""
     return uuid.uuid4().hex[:24]
+
+
+def _artifact_name(name: object) -> str:
+    """An artifact name that stays inside the store: relative, no ``..`` or empty parts."""
+    checked = validate_name(name, "artifact name")
+    parts = checked.replace("\\", "/").split("/")
+    if checked.startswith(("/", "\\")) or any(p in ("", ".", "..") for p in parts) or ":" in parts[0]:
+        raise ArtifactError(
+            f"artifact name {checked!r} must be a relative path inside the run's artifacts "
+            "(no leading '/', no '..' or empty parts), e.g. 'models/best_model.zip'"
+        )
+    return checked
 
 
 def _run_id(run: RunRef) -> str:
@@ -132,7 +146,7 @@ class TrackingSession:
         if name not in self._names:
             self._check_name(name)
         v = value if type(value) is float else to_metric_value(name, value)
-        if step is not None and (type(step) is not int or step < 0):
+        if step is not None and (type(step) is not int or step < 0 or step > MAX_STEP):
             step = to_step(step)
         ctx = () if context is None else to_context(context)
         self.writer.log_point(run_id, name, v, step, ctx, _now())
@@ -196,7 +210,7 @@ class TrackingSession:
                 digest.update(block)
                 size += len(block)
         artifact = ModelArtifact(
-            name=validate_name(name if name is not None else source.name, "artifact name"),
+            name=_artifact_name(name if name is not None else source.name),
             artifact_type=ArtifactType(artifact_type),
             file_path=str(source.resolve()),
             metadata=_to_config(metadata),
@@ -220,7 +234,7 @@ class TrackingSession:
     ) -> None:
         """Finish the run; returns when everything logged to it is stored (or ``timeout`` passed)."""
         run_id = self._check_open(run)
-        status = ExperimentStatus(status)
+        status = to_status(status)
         finals = self.final_values(run_id)
         for name, value in (final_metrics or {}).items():
             finals[validate_name(name, "final metric name")] = to_metric_value(name, value)

@@ -470,7 +470,18 @@ class Writer:
         self._chunk = _Chunk()
         self._chunk_start = self._logged
         self._retrigger()
-        for run_id, batch in chunk.batches():
+        try:
+            batches = chunk.batches()
+        except Exception as exc:  # validation upstream should make this impossible; never silent
+            lost = len(chunk.values)
+            self._shipped_points += lost
+            self.stats.write_errors += 1
+            self.stats.points_undelivered += lost
+            self.stats.last_error = f"could not pack {lost} points: {type(exc).__name__}: {exc}"
+            log.error("mltrack: %s", self.stats.last_error)
+            self._retrigger()
+            return
+        for run_id, batch in batches:
             self._enqueue(Op("mltrack_log_metrics", {"run_id": run_id, "batch": batch}, len(batch)))
 
     def _run(self) -> None:
