@@ -201,6 +201,19 @@ def _serve() -> int:
         return 2
     config: TrackingConfig = first[1]
 
+    # Read the pipe from the start: while the backend loads (importing a store can take
+    # seconds) what the trainer ships is already safe here if the trainer dies.
+    inbox: queue.Queue[Any] = queue.Queue(maxsize=256)  # bounded: a slow store backs up into the pipe
+
+    def read_pipe() -> None:
+        while True:
+            message = _receive(proto_in)
+            inbox.put(message)
+            if message is None or message[0] == "close":
+                return
+
+    threading.Thread(target=read_pipe, name="mltrack-writer-reader", daemon=True).start()
+
     from mltrack.plugins import get_plugin_host
 
     backends = get_plugin_host().activate(config)
@@ -212,17 +225,7 @@ def _serve() -> int:
         max_retries=config.max_retries,
         hook_timeout=config.hook_timeout,
     )
-    inbox: queue.Queue[Any] = queue.Queue(maxsize=64)  # bounded: a slow store backs up into the pipe
     open_runs = _OpenRuns()
-
-    def read_pipe() -> None:
-        while True:
-            message = _receive(proto_in)
-            inbox.put(message)
-            if message is None or message[0] == "close":
-                return
-
-    threading.Thread(target=read_pipe, name="mltrack-writer-reader", daemon=True).start()
     error: str | None = None
     goodbye = False
     while True:
