@@ -480,6 +480,14 @@ class AimBackend:
             details["writable"] = _writable(aim_dir)
             if not details["writable"]:
                 issues.append(f"Aim repository {aim_dir} is not writable: fix its permissions")
+            with contextlib.suppress(OSError):
+                free = shutil.disk_usage(aim_dir).free
+                details["free_bytes"] = free
+                if free < MIN_FREE_BYTES:
+                    issues.append(
+                        f"the disk holding {aim_dir} is full ({free} bytes free): free space or move "
+                        "the repository (AIM_REPO_PATH)"
+                    )
         if not issues:
             try:
                 with self._lock:
@@ -503,6 +511,7 @@ class AimBackend:
 
 
 AIM_UI_PORT = 43800
+MIN_FREE_BYTES = 16 * 2**20  # below this, RocksDB's next flush or compaction fails
 
 
 def _port_free(host: str, port: int) -> bool:

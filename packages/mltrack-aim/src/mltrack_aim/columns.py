@@ -60,19 +60,21 @@ def _raw_column(series_tree: Any, column: str) -> tuple[list[bytes], list[bytes]
     return ends, [value for _, value in items[1:]]
 
 
-def _decode(values: list[bytes]) -> np.ndarray | None:
-    """float64 values of one column, or None if any record is not a plain int or float."""
+def _decode(values: list[bytes], dtype: type[np.generic] = np.float64) -> np.ndarray | None:
+    """One column's values as ``dtype``, or None if any record is not a plain int or float.
+
+    Integers are converted straight from int64 (steps beyond 2**53 stay exact as int64).
+    """
     if not values:
-        return np.empty(0, dtype=np.float64)
+        return np.empty(0, dtype=dtype)
     raw = b"".join(values)
     if len(raw) != 9 * len(values):
         return None
-    records = np.frombuffer(raw, dtype=_FLOAT)
-    types = records["type"]
+    types = np.frombuffer(raw, dtype=_FLOAT)["type"]
     if (types == _TYPE_FLOAT).all():
-        return records["value"].copy()
+        return np.frombuffer(raw, dtype=_FLOAT)["value"].astype(dtype)
     if (types == _TYPE_INT).all():
-        return np.frombuffer(raw, dtype=_INT)["value"].astype(np.float64)
+        return np.frombuffer(raw, dtype=_INT)["value"].astype(dtype)
     return None
 
 
@@ -85,9 +87,8 @@ def read_columns(series_tree: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
     # The columns share their keys; a point half-written by a crash shows as a count mismatch.
     if not (len(step_raw) == len(val_raw) == len(time_raw) and step_ends == val_ends == time_ends):
         return None
-    steps, values, times = _decode(step_raw), _decode(val_raw), _decode(time_raw)
+    steps, values, times = _decode(step_raw, np.int64), _decode(val_raw), _decode(time_raw)
     if steps is None or values is None or times is None:
         return None
-    step_ints = steps.astype(np.int64)
-    order = np.argsort(step_ints, kind="stable")  # records are in step-hash order
-    return step_ints[order], values[order], times[order]
+    order = np.argsort(steps, kind="stable")  # records are in step-hash order
+    return steps[order], values[order], times[order]

@@ -121,16 +121,19 @@ def _start(args: list[str], repo: str, host: str, port: int, probe: str, timeout
         )
     aim_process = AimProcess(proc, f"http://{host}:{port}", repo, log_path)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            aim_process.stop()
-            raise BackendError(
-                f"`aim {args[0]}` exited with code {proc.returncode} before answering on port {port}: "
-                f"{aim_process.log()[-2000:]}"
-            )
-        if _http_ok(aim_process.url + probe):
-            return aim_process
-        time.sleep(0.25)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BackendError(
+                    f"`aim {args[0]}` exited with code {proc.returncode} before answering on port {port}: "
+                    f"{aim_process.log()[-2000:]}"
+                )
+            if _http_ok(aim_process.url + probe):
+                return aim_process
+            time.sleep(0.25)
+    except BaseException:  # Ctrl-C while waiting must not leave aim and its workers behind
+        aim_process.stop()
+        raise
     aim_process.stop()
     raise BackendError(
         f"`aim {args[0]}` did not answer on {aim_process.url} within {timeout:.0f} s; "
