@@ -41,7 +41,7 @@ FULL_EXAMPLES = 1500
 CI_RUN_EXAMPLES = repetitions("MLTRACK_RELIABILITY_RUN_EXAMPLES", 15)
 FULL_RUN_EXAMPLES = 150
 INVALID = object()
-MAX_STEP = 2**63 - 1
+from mltrack.models import MAX_STEP  # noqa: E402
 
 
 def _configure(backend: str, root: Path) -> None:
@@ -258,14 +258,6 @@ def test_steps_negative_fractional_backwards_and_repeated(store: str) -> None:
     _fuzz_steps(CI_EXAMPLES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GAP-HUGE-STEP: a step above 2**63-1 passes TrackingSession.log_metric (int, >= 0) and then "
-        "raises OverflowError in writer._Chunk.batches (array('q')), killing the flusher thread: "
-        "every later point of the session is silently not stored"
-    ),
-)
 def test_a_step_beyond_64_bits_is_a_typed_error_and_logging_goes_on(store: str) -> None:
     """step=2**63 raises InvalidStepError; the points around it are stored."""
     run = mltrack.start_run("huge-step")
@@ -282,13 +274,6 @@ def test_a_step_beyond_64_bits_is_a_typed_error_and_logging_goes_on(store: str) 
     assert [int(s) for s in series.steps] == [0, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GAP-AIM-MAX-STEP: on Aim, step 2**63-1 (accepted by to_step) reads back as -2**63 "
-        "(mltrack_aim batch/columns encoding wraps the largest int64 step)"
-    ),
-)
 def test_the_largest_step_reads_back_on_aim(aim_repo: Path) -> None:
     """Step 2**63-1, the largest a step can be, reads back unchanged from Aim."""
     from mltrack_aim import configure_aim_backend
@@ -375,14 +360,6 @@ def test_configs_nested_cyclic_odd_and_large_become_plain_values(store: str) -> 
     _fuzz_configs(CI_RUN_EXAMPLES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GAP-AIM-HUGE-INT-CONFIG: a config holding an int beyond 64 bits makes Aim's run creation fail "
-        "(AimBackend.mltrack_create_run, run['hparams'] = ...); the write is retried and counted, but the "
-        "run's whole config is lost instead of the value being converted (e.g. to str) or refused"
-    ),
-)
 def test_a_config_int_beyond_64_bits_is_kept_on_aim(aim_repo: Path) -> None:
     """config={"seed": 2**64} is stored (as a number or a string) with the rest of the config."""
     from mltrack_aim import configure_aim_backend
@@ -412,13 +389,6 @@ def test_valid_statuses_are_stored(store: str) -> None:
         assert repo.get_experiment_sync(run.id).status is ExperimentStatus(status)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GAP-STATUS: TrackingSession.finish_run calls ExperimentStatus(status), which raises a bare "
-        "ValueError (not mltrack.ValidationError) for an unknown status"
-    ),
-)
 def test_an_unknown_status_is_a_typed_error_and_the_run_stays_open(store: str) -> None:
     """finish('done') raises ValidationError listing the statuses; the run can still be finished."""
 
@@ -433,10 +403,6 @@ def test_an_unknown_status_is_a_typed_error_and_the_run_stays_open(store: str) -
     check()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP-CONFIG-TYPE: models._to_config raises a bare TypeError for a config that is not a mapping",
-)
 @pytest.mark.parametrize("config", [[("lr", 0.1)], "lr=0.1", 3])
 def test_a_config_that_is_not_a_mapping_is_a_typed_error(store: str, config: object) -> None:
     """start_run(config=[...]) raises ValidationError, not a bare TypeError."""

@@ -100,15 +100,6 @@ def _kill_once(
     return numbers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GAP-CRASH-STARTUP: the writer process (_writer_process._serve) imports the backend and opens "
-        "the repository (about 1.5-2 s) before it reads the pipe; meanwhile the pipe fills and the "
-        "points stay in the trainer's buffer, so a kill in the first seconds of a run loses every "
-        "point logged so far, not just the last 100 ms"
-    ),
-)
 def test_points_logged_while_the_writer_process_starts_survive_a_kill(aim_repo: Path) -> None:
     """A trainer killed 0.3-0.5 s into its run still keeps every point older than 100 ms."""
     _kill_once(aim_repo, random.Random(1), 0, earliest=0.3, latest=0.5)

@@ -38,14 +38,6 @@ def _files_outside(root: Path, store: Path) -> list[Path]:
     return [p for p in root.rglob("escaped*") if store not in p.parents]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GAP-ARTIFACT-NAME: TrackingSession.log_artifact only checks the name is printable "
-        "(validate_name); Aim's file storage joins <artifacts_dir>/<run>/<name>, so '../' climbs "
-        "out and an absolute name replaces the store path"
-    ),
-)
 @pytest.mark.parametrize("name", ESCAPING_NAMES)
 def test_an_artifact_name_never_writes_outside_the_runs_artifact_store(
     aim_repo: Path, tmp_path: Path, name: str

@@ -128,16 +128,6 @@ def test_create_run_raises_a_typed_error(faulty_repo: tuple[str, Path]) -> None:
 def test_health_check_names_the_fault(faulty_repo: tuple[str, Path], request: pytest.FixtureRequest) -> None:
     """Before any run, health_check() is unhealthy and says the repository is not writable or full."""
     kind, repo = faulty_repo
-    if kind == "full":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "GAP-STORAGE-FULL: AimBackend.mltrack_health probes writability with an empty file "
-                    "(_writable), which succeeds on a full filesystem; free space is never checked"
-                ),
-            )
-        )
     configure_aim_backend(repo_path=repo)
     health = mltrack.factory.health_sync()
     record("storage-health", kind=kind, healthy=health.is_healthy, issues=list(health.issues))
