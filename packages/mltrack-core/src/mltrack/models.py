@@ -7,7 +7,6 @@ the data it receives.
 from __future__ import annotations
 
 import enum
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -483,10 +482,3 @@ class UiHandle:
     url: str
     pid: int
     stop: Callable[[], None] = attrs.field(eq=False, repr=False)
-
-
-def utc_from_timestamp(ts: float | None) -> datetime | None:
-    """A UTC datetime from epoch seconds, None (and NaN) passed through."""
-    if ts is None or (isinstance(ts, float) and math.isnan(ts)):
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc)
