@@ -188,7 +188,7 @@ class AimBackend:
                 aim_run.description = run.description
             for tag in run.tags:
                 aim_run.add_tag(tag)
-            aim_run["hparams"] = to_plain(run.config)
+            aim_run["hparams"] = _aim_params(run.config)
             aim_run[MLTRACK_KEY] = {
                 "id": run.id,
                 "status": ExperimentStatus.RUNNING.value,
@@ -216,7 +216,7 @@ class AimBackend:
         with self._lock:
             run = self._open_run(run_id)
             for key, value in params.items():
-                run["hparams", key] = to_plain(value)
+                run["hparams", key] = _aim_params(value)
             self._wait_remote()
 
     @hookimpl
@@ -508,6 +508,19 @@ class AimBackend:
                 self.repo._client.get_queue().wait_for_finish()
                 drop_read_snapshots(self.repo)
                 gc.collect()
+
+
+EMPTY_KEY = "(empty)"
+
+
+def _aim_params(value: Any) -> Any:
+    """Plain values Aim can store: an empty mapping key (Aim's tree paths reject it) is renamed ``(empty)``."""
+    plain = to_plain(value)
+    if isinstance(plain, dict):
+        return {(k or EMPTY_KEY): _aim_params(v) for k, v in plain.items()}
+    if isinstance(plain, list):
+        return [_aim_params(v) for v in plain]
+    return plain
 
 
 AIM_UI_PORT = 43800
