@@ -53,7 +53,15 @@ def tests(session: nox.Session) -> None:
 def reliability(session: nox.Session) -> None:
     """The full reliability suite (long: repeated crashes, concurrency, faults)."""
     _install_project(session, *TEST_TOOLS)
-    session.run("pytest", "tests/reliability", "-m", "slow or not slow", "--timeout=3600", *session.posargs)
+    session.run(
+        "pytest",
+        "tests/reliability",
+        "-m",
+        "slow or not slow",
+        "--timeout=3600",
+        *session.posargs,
+        env={"MLTRACK_RELIABILITY_RANDOM": "1"},
+    )
 
 
 @nox.session
