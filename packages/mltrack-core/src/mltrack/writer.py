@@ -489,7 +489,9 @@ class Writer:
             with self._cond:
                 barrier_due = self._waiters > 0 and self._shipped > self._done
                 if not (self._queue or self._closing or self._flush_requested or barrier_due):
-                    self._cond.wait(self._interval)
+                    # Waking twice per interval keeps every point's age at hand-over under the
+                    # interval, scheduling delays and shipping time included (the crash window).
+                    self._cond.wait(self._interval / 2)
                 self._seal()
                 self._flush_requested = False
                 batch = list(self._queue)
