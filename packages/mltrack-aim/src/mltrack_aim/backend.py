@@ -351,14 +351,25 @@ class AimBackend:
         # Aim pools containers weakly: holding the index open here spares every Run below
         # from reopening it (about 1 ms a run).
         index = self.repo.request_tree("meta", read_only=True)  # noqa: F841
-        for h in run_hashes:
-            try:
-                summary = self._summary(h)
-            except Exception as exc:  # a run being deleted or half-written: skip it, say so
-                log.debug("mltrack-aim: skipped run %s: %s", h, exc)
-                continue
-            if summary is not None:
-                out.append(summary)
+        # Many runs: load every run's name, experiment and tags in one SQL query (Aim's own
+        # listing cache, as its query_runs uses) instead of one ORM query a run (~0.5 ms each).
+        # The cache lives only for this call, so later reads see later changes.
+        bulk_props = len(run_hashes) > 8 and not self.repo.is_remote_repo
+        if bulk_props:
+            self.repo._prepare_runs_cache()
+        try:
+            for h in run_hashes:
+                try:
+                    summary = self._summary(h)
+                except Exception as exc:  # a run being deleted or half-written: skip it, say so
+                    log.debug("mltrack-aim: skipped run %s: %s", h, exc)
+                    continue
+                if summary is not None:
+                    out.append(summary)
+        finally:
+            if bulk_props:
+                self.repo.run_props_cache_hint = None
+                self.repo.structured_db.invalidate_cache("runs_cache")
         return out
 
     @hookimpl
