@@ -110,13 +110,6 @@ def test_training_survives_and_health_check_reports_the_fault(faulty_repo: tuple
     assert after["status"] == "completed" and after["points"] == 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GAP-STORAGE-CREATE: create_run only queues the run for the writer process; the store's "
-        "failure is retried and counted there, so the caller never gets a typed error"
-    ),
-)
 def test_create_run_raises_a_typed_error(faulty_repo: tuple[str, Path]) -> None:
     """start_run on a read-only or full repository raises BackendError saying what to fix."""
     _kind, repo = faulty_repo

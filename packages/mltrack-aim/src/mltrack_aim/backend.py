@@ -17,7 +17,6 @@ import contextlib
 import gc
 import logging
 import math
-import os
 import shutil
 import threading
 import time
@@ -50,7 +49,7 @@ from mltrack.models import (
 from mltrack_aim.batch import MetricWriter, aim_version, batch_path_enabled
 from mltrack_aim.columns import read_columns
 from mltrack_aim.processes import start_aim_ui
-from mltrack_aim.settings import AimSettings
+from mltrack_aim.settings import AimSettings, is_writable, storage_problems
 from mltrack_aim.store import RunIndex, drop_read_snapshots, open_repo, writer_state
 
 __all__ = ["AimBackend"]
@@ -488,17 +487,11 @@ class AimBackend:
                 )
         else:
             aim_dir = Path(self.repo.path)
-            details["writable"] = _writable(aim_dir)
-            if not details["writable"]:
-                issues.append(f"Aim repository {aim_dir} is not writable: fix its permissions")
+            problems = storage_problems(aim_dir.parent)
+            details["writable"] = is_writable(aim_dir)
             with contextlib.suppress(OSError):
-                free = shutil.disk_usage(aim_dir).free
-                details["free_bytes"] = free
-                if free < MIN_FREE_BYTES:
-                    issues.append(
-                        f"the disk holding {aim_dir} is full ({free} bytes free): free space or move "
-                        "the repository (AIM_REPO_PATH)"
-                    )
+                details["free_bytes"] = shutil.disk_usage(aim_dir).free
+            issues.extend(problems)
         if not issues:
             try:
                 with self._lock:
@@ -535,7 +528,6 @@ def _aim_params(value: Any) -> Any:
 
 
 AIM_UI_PORT = 43800
-MIN_FREE_BYTES = 16 * 2**20  # below this, RocksDB's next flush or compaction fails
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -547,16 +539,6 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _writable(path: Path) -> bool:
-    probe = path / f".mltrack-write-probe-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-        return True
-    except OSError:
-        return False
 
 
 def _server_ok(address: str) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mltrack.config import BackendConfig
 from mltrack.hookspecs import RegisterBackend, hookimpl
+from mltrack_aim.settings import preflight
 
 __all__ = ["create_backend", "mltrack_register_backends"]
 
@@ -28,4 +29,5 @@ def mltrack_register_backends(register: RegisterBackend) -> None:
         persistent=True,
         description="Aim repository on disk, or a remote `aim server` (aim://host:port).",
         out_of_process=True,
+        preflight=preflight,
     )

@@ -8,6 +8,7 @@ This module does not import aim, so ``import mltrack_aim`` stays cheap.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,26 @@ from typing import Any
 import attrs
 
 from mltrack.config import BackendConfig, TrackingConfig, configure_backend
+from mltrack.errors import BackendError
 
-__all__ = ["DEFAULT_REPO_PATH", "REMOTE_SCHEME", "AimSettings", "configure_aim_backend"]
+__all__ = [
+    "DEFAULT_REPO_PATH",
+    "MIN_FREE_BYTES",
+    "REFUSE_BELOW_BYTES",
+    "REMOTE_SCHEME",
+    "AimSettings",
+    "configure_aim_backend",
+    "is_writable",
+    "preflight",
+    "storage_problems",
+]
 
 DEFAULT_REPO_PATH = "./aim_logs"
 REMOTE_SCHEME = "aim://"
+MIN_FREE_BYTES = 16 * 2**20
+"""Below this much free space health_check() warns: RocksDB's next flush or compaction may fail."""
+REFUSE_BELOW_BYTES = 2**20
+"""Below this much free space a new run is refused: the disk is full, the run would be lost."""
 
 
 @attrs.frozen
@@ -94,3 +110,58 @@ def configure_aim_backend(
     if experiment_name is not None:
         options["experiment_name"] = experiment_name
     return configure_backend("aim", **options)
+
+
+def storage_problems(repo: str | os.PathLike[str], min_free: int = MIN_FREE_BYTES) -> list[str]:
+    """What keeps the local repository folder ``repo`` from taking writes: not writable, disk full.
+
+    Checks the folder holding ``.aim`` (or, before the repository exists, the nearest existing
+    parent it would be created in) with a write probe and the free space (``min_free`` bytes
+    at least). A few system calls: cheap enough to run before every new run.
+    """
+    path = Path(repo)
+    aim_dir = path / ".aim"
+    target = aim_dir if aim_dir.is_dir() else path
+    while not target.exists() and target.parent != target:
+        target = target.parent
+    problems = []
+    if not is_writable(target):
+        what = "Aim repository" if target == aim_dir else "folder"
+        problems.append(
+            f"{what} {target} is not writable (read-only filesystem or permissions): fix it or move the repository (AIM_REPO_PATH)"
+        )
+    try:
+        free = shutil.disk_usage(target).free
+    except OSError:
+        free = None
+    if free is not None and free < min_free:
+        problems.append(
+            f"the disk holding {target} is full ({free:,} bytes free, below {min_free:,}): "
+            "free space or move the repository (AIM_REPO_PATH)"
+        )
+    return problems
+
+
+def preflight(config: BackendConfig) -> None:
+    """Raise :class:`BackendError` if the configured local repository cannot take a new run.
+
+    Runs in the training process before every ``create_run`` (so it never imports aim); an
+    ``aim://`` server is not probed here: its faults are retried and counted by the writer.
+    """
+    settings = AimSettings.from_backend_config(config)
+    if settings.is_remote:
+        return
+    problems = storage_problems(settings.repo, min_free=REFUSE_BELOW_BYTES)
+    if problems:
+        raise BackendError("; ".join(problems))
+
+
+def is_writable(path: Path) -> bool:
+    """True if a file can be created in ``path`` (a write probe, removed again)."""
+    probe = path / f".mltrack-write-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False

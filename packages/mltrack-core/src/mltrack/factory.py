@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import signal
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 from mltrack.config import TrackingConfig, configure_backend, current_config
 from mltrack.errors import MLTrackError
 from mltrack.models import ExperimentStatus, HealthStatus
-from mltrack.plugins import ActiveBackends, get_plugin_host
+from mltrack.plugins import ActiveBackends, PluginHost, get_plugin_host
 from mltrack.repository import ExperimentRepository
 from mltrack.tracker import ActiveRun, MLTracker, TrackingSession
 from mltrack.writer import HookSink, Sink, Writer, WriterStats
@@ -39,24 +40,27 @@ def _active_backends() -> ActiveBackends:
         return _backends
 
 
-def _writer_mode(config: TrackingConfig) -> str:
+def _writer_mode(config: TrackingConfig, host: PluginHost) -> str:
     if config.writer in ("thread", "process"):
         return config.writer
     if config.writer != "auto":
         raise ValueError(f"MLTRACK_WRITER={config.writer!r}: use thread, process or auto")
-    registrations = get_plugin_host().select_backends(config)
+    registrations = host.select_backends(config)
     return "process" if any(r.out_of_process for r in registrations) else "thread"
 
 
-def build_session(config: TrackingConfig, backends: Callable[[], ActiveBackends]) -> TrackingSession:
+def build_session(
+    config: TrackingConfig, backends: Callable[[], ActiveBackends], host: PluginHost | None = None
+) -> TrackingSession:
     """A session writing through a writer process or an in-process thread, as ``config`` says.
 
     ``backends`` is called only for the in-process writer, so a trainer whose backend runs in
     a writer process never imports the store.
     """
+    host = host or get_plugin_host()
     stats = WriterStats()
     sink: Sink
-    if _writer_mode(config) == "process":
+    if _writer_mode(config, host) == "process":
         from mltrack._writer_process import ProcessSink
 
         sink = ProcessSink(config, stats)
@@ -75,7 +79,16 @@ def build_session(config: TrackingConfig, backends: Callable[[], ActiveBackends]
         batch_size=config.batch_size,
         max_buffered_points=config.max_buffered_points,
     )
-    return TrackingSession(config, writer)
+    return TrackingSession(config, writer, preflight=_preflights(config, host))
+
+
+def _preflights(config: TrackingConfig, host: PluginHost) -> list[tuple[str, Callable[[], None]]]:
+    """Each selected backend's cheap store check, bound to its settings, primary first."""
+    out: list[tuple[str, Callable[[], None]]] = []
+    for reg in host.select_backends(config):
+        if reg.preflight is not None:
+            out.append((reg.name, functools.partial(reg.preflight, config.backend_config(reg.name))))
+    return out
 
 
 def tracking_session() -> TrackingSession:

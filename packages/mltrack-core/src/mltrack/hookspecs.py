@@ -45,7 +45,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 RegisterBackend = Callable[..., None]
-"""``register(name, factory, *, persistent=True, description="", out_of_process=False)``.
+"""``register(name, factory, *, persistent=True, description="", out_of_process=False, preflight=None)``.
 
 See :func:`mltrack_register_backends`."""
 
@@ -57,15 +57,20 @@ See :func:`mltrack_register_backends`."""
 def mltrack_register_backends(register: RegisterBackend) -> None:
     """Announce the backends this plugin provides. Since 0.1.
 
-    Call ``register(name, factory, persistent=True, description="", out_of_process=False)``
-    once per backend.
+    Call ``register(name, factory, persistent=True, description="", out_of_process=False,
+    preflight=None)`` once per backend.
     ``factory(config: BackendConfig) -> object`` builds the backend object (whose methods
     are ``@hookimpl`` implementations of the write, read and health hooks); it is called
     only when the backend is selected, so heavy imports belong inside it. ``persistent``
     says whether data survives the process (``memory`` does not, so it is never chosen by
     default). ``out_of_process=True`` asks for a separate writer process: the training
     process then never imports the store, and a killed training process loses nothing it
-    already handed over. Called for every plugin: a plugin may register zero or many backends.
+    already handed over. ``preflight(config: BackendConfig) -> None``, if given, runs in the
+    training process before every new run and raises :class:`mltrack.errors.BackendError`
+    when the store cannot take one (read-only, full, missing): writes are asynchronous, so
+    this is how ``create_run`` can fail early with a clear error. It must be cheap (a few
+    system calls) and must not import the store. Called for every plugin: a plugin may
+    register zero or many backends.
     """
 
 

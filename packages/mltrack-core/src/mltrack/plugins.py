@@ -22,7 +22,7 @@ import attrs
 import pluggy
 
 from mltrack import hookspecs
-from mltrack.config import TrackingConfig, _env_bool, _split_names
+from mltrack.config import BackendConfig, TrackingConfig, _env_bool, _split_names
 from mltrack.errors import NoBackendError, PluginLoadError, UnknownBackendError
 
 __all__ = [
@@ -66,6 +66,8 @@ class BackendRegistration:
     description: str = ""
     out_of_process: bool = False
     """Prefer a separate writer process (the store is slow or heavy to import)."""
+    preflight: Callable[[BackendConfig], None] | None = None
+    """A cheap check run in the training process before each new run (see the hookspec)."""
 
 
 @attrs.frozen
@@ -175,6 +177,7 @@ class PluginHost:
                 persistent: bool = True,
                 description: str = "",
                 out_of_process: bool = False,
+                preflight: Callable[[BackendConfig], None] | None = None,
                 _plugin: str = plugin_name,
             ) -> None:
                 hookspecs_name = str(name)
@@ -187,7 +190,7 @@ class PluginHost:
                     )
                     return
                 found[hookspecs_name] = BackendRegistration(
-                    hookspecs_name, factory, _plugin, persistent, description, out_of_process
+                    hookspecs_name, factory, _plugin, persistent, description, out_of_process, preflight
                 )
 
             try:

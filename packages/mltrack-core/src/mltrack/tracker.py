@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from mltrack.config import TrackingConfig
-from mltrack.errors import ArtifactError, RunStateError
+from mltrack.errors import ArtifactError, BackendError, RunStateError
 from mltrack.models import (
     MAX_STEP,
     ArtifactType,
@@ -39,6 +40,7 @@ __all__ = ["ActiveRun", "MLTracker", "TrackingSession", "new_run_id"]
 
 RunRef = ExperimentRun | str
 _now = time.time
+log = logging.getLogger(__name__)
 
 
 def final_metric_key(name: str, context: Context) -> str:
@@ -70,9 +72,16 @@ def _run_id(run: RunRef) -> str:
 class TrackingSession:
     """The state shared by :class:`MLTracker` and :class:`ActiveRun`: open runs and the writer."""
 
-    def __init__(self, config: TrackingConfig, writer: Writer) -> None:
+    def __init__(
+        self,
+        config: TrackingConfig,
+        writer: Writer,
+        *,
+        preflight: Sequence[tuple[str, Callable[[], None]]] = (),
+    ) -> None:
         self.config = config
         self.writer = writer
+        self._preflight = list(preflight)
         self._open: dict[str, ExperimentRun] = {}
         self._names: set[str] = set()
         self._lock = threading.Lock()
@@ -97,7 +106,13 @@ class TrackingSession:
         description: str | None = None,
         run_id: str | None = None,
     ) -> ExperimentRun:
-        """Start a run and return it; it is visible to readers once the writer hands it on."""
+        """Start a run and return it; it is visible to readers once the writer hands it on.
+
+        Raises :class:`BackendError` when the primary store cannot take a run (read-only,
+        full, missing): writes are asynchronous, so each backend's cheap preflight check is
+        what lets this fail now rather than lose the run's points later.
+        """
+        self._check_stores()
         run = ExperimentRun(
             id=run_id or new_run_id(),
             experiment_name=experiment_name or self.config.experiment_name,
@@ -110,6 +125,18 @@ class TrackingSession:
             self._open[run.id] = run
         self.writer.submit("mltrack_create_run", run=run)
         return run
+
+    def _check_stores(self) -> None:
+        for i, (backend, check) in enumerate(self._preflight):
+            try:
+                check()
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+                if i == 0:  # the primary: the run would be lost, so say so now
+                    raise BackendError(f"backend {backend!r} cannot take a new run: {message}") from exc
+                # Another store of a fan-out: the run still goes to the primary; the failing
+                # store's writes are retried and counted in health_check().
+                log.error("mltrack: backend %r cannot take a new run: %s", backend, message)
 
     def _plain_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         plain = _to_config(config)

@@ -45,8 +45,9 @@ class Harness:
 
     def __init__(self, config: TrackingConfig, host: PluginHost | None = None) -> None:
         self.config = config
-        self.backends = (host or get_plugin_host()).activate(config)
-        self.session = build_session(config, lambda: self.backends)
+        host = host or get_plugin_host()
+        self.backends = host.activate(config)
+        self.session = build_session(config, lambda: self.backends, host)
         self.repo = ExperimentRepository(self.backends, before_read=self.session.flush)
 
     def close(self) -> None:

@@ -1,0 +1,92 @@
+"""A backend's preflight check makes ``create_run`` fail early, with a typed error, on a broken store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mltrack.config import BackendConfig, TrackingConfig
+from mltrack.errors import BackendError
+from mltrack.hookspecs import RegisterBackend, hookimpl
+from mltrack.plugins import PluginHost
+from mltrack.testing.conformance import Harness
+from mltrack.testing.memory import MemoryBackend
+
+
+class PickyStores:
+    """Two memory backends whose preflight fails while a ``broken`` file sits in their store."""
+
+    def __init__(self) -> None:
+        self.checks: list[str] = []
+
+    def _check(self, config: BackendConfig) -> None:
+        self.checks.append(config.name)
+        if (Path(config.options["store"]) / "broken").exists():
+            raise BackendError(f"store of {config.name} is read-only")
+
+    @hookimpl
+    def mltrack_register_backends(self, register: RegisterBackend) -> None:
+        for name in ("picky", "picky2"):
+            register(name, MemoryBackend, persistent=False, preflight=self._check)
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> tuple[Path, Path]:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    return first, second
+
+
+@pytest.fixture
+def plugin() -> PickyStores:
+    return PickyStores()
+
+
+@pytest.fixture
+def harness(stores: tuple[Path, Path], plugin: PickyStores) -> Iterator[Harness]:
+    host = PluginHost(load_entry_points=False)
+    host.register(plugin, name="picky-stores")
+    config = TrackingConfig(
+        backends=("picky", "picky2"),
+        backend_options={"picky": {"store": str(stores[0])}, "picky2": {"store": str(stores[1])}},
+        writer="thread",
+    )
+    h = Harness(config, host)
+    yield h
+    h.close()
+
+
+def test_a_healthy_store_is_checked_before_every_new_run(harness: Harness, plugin: PickyStores) -> None:
+    harness.session.create_run("exp")
+    harness.session.create_run("exp")
+    assert plugin.checks == ["picky", "picky2"] * 2
+
+
+def test_a_broken_primary_store_raises_at_create_run_and_no_run_is_opened(
+    harness: Harness, stores: tuple[Path, Path]
+) -> None:
+    (stores[0] / "broken").touch()
+    with pytest.raises(
+        BackendError, match=r"backend 'picky' cannot take a new run: store of picky is read-only"
+    ):
+        harness.session.create_run("exp")
+    assert harness.session.open_runs == []
+
+    (stores[0] / "broken").unlink()  # the user fixes the store: the next run works
+    run = harness.session.create_run("exp")
+    harness.session.finish_run(run)
+    assert [r.experiment_id for r in harness.repo.list_experiments_sync()] == [run.id]
+
+
+def test_a_broken_secondary_store_does_not_stop_the_run_on_the_primary(
+    harness: Harness, stores: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    (stores[1] / "broken").touch()
+    run = harness.session.create_run("exp")
+    harness.session.log_metric(run, "loss", 0.5, step=0)
+    harness.session.finish_run(run)
+    assert "backend 'picky2' cannot take a new run" in caplog.text
+    assert list(harness.repo.get_experiment_metrics_sync(run.id).series("loss").values) == [0.5]
