@@ -35,7 +35,10 @@ _EXPORTS = {
     "get_experiment_repository": "mltrack.factory",
     "health_check": "mltrack.factory",
     "start_run": "mltrack.factory",
+    "open_repository": "mltrack.factory",
     "Terminated": "mltrack.factory",
+    "CopyReport": "mltrack.copying",
+    "copy_runs": "mltrack.copying",
     # configuration
     "TrackingConfig": "mltrack.config",
     "configure": "mltrack.config",
@@ -76,6 +79,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from mltrack.config import TrackingConfig, configure, configure_backend, reset_configuration
+    from mltrack.copying import CopyReport, copy_runs
     from mltrack.errors import (
         ArtifactError,
         BackendError,
@@ -95,6 +99,7 @@ if TYPE_CHECKING:
         get_experiment_repository,
         get_ml_tracker,
         health_check,
+        open_repository,
         start_run,
     )
     from mltrack.hookspecs import hookimpl

@@ -684,6 +684,78 @@ def rm(runs: tuple[str, ...], yes: bool) -> None:
     click.echo(f"deleted {len(summaries)} run(s): {names}")
 
 
+def _options(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"{flag} takes KEY=VALUE (e.g. repo_path=/data/aim), not {pair!r}")
+        out[key] = value
+    return out
+
+
+@cli.command()
+@click.argument("runs", nargs=-1)
+@click.option("--from", "source", required=True, metavar="BACKEND", help="Backend to copy from.")
+@click.option("--to", "target", required=True, metavar="BACKEND", help="Backend to copy to.")
+@click.option(
+    "--from-option",
+    "from_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Source backend option (repeatable).",
+)
+@click.option(
+    "--to-option",
+    "to_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Target backend option (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def copy(
+    runs: tuple[str, ...],
+    source: str,
+    target: str,
+    from_options: tuple[str, ...],
+    to_options: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Copy runs (default: all) between two installed backends; a second copy adds nothing.
+
+    Each store's location comes from its usual settings (ML_STORAGE_PATH, AIM_REPO_PATH,
+    MLFLOW_TRACKING_URI, ...) unless given as an option. Run ids and times are kept.
+
+    Examples: mltrack copy --from aim --to mlflow;
+    mltrack copy --from aim --to aim --to-option repo_path=/backup/aim 3f2a9c
+    """
+    from mltrack.factory import open_repository
+
+    src_opts = _options(from_options, "--from-option")
+    dst_opts = _options(to_options, "--to-option")
+    if source == target and src_opts == dst_opts:
+        raise click.UsageError(
+            f"--from and --to are the same store ({source}): give the target its own location, "
+            "e.g. --to-option repo_path=/other/place"
+        )
+    with open_repository(source, **src_opts) as src, open_repository(target, **dst_opts) as dst:
+        report = src.copy_to_sync(dst, runs or None)
+    if as_json:
+        import attrs
+
+        _echo_json(attrs.asdict(report))
+        return
+    click.echo(
+        f"copied {len(report.copied) + len(report.replaced)} run(s) from {source} to {target} "
+        f"({report.points:,} points, {report.artifacts} artifacts); "
+        f"{len(report.skipped)} already there"
+    )
+    if report.replaced:
+        click.echo(f"replaced incomplete earlier copies: {', '.join(report.replaced)}")
+    if report.running:
+        click.echo(f"not copied, still running: {', '.join(report.running)} (copy them once finished)")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def backends(as_json: bool) -> None:

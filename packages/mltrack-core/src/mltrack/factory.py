@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
+
 from mltrack.config import TrackingConfig, configure_backend, current_config
 from mltrack.errors import MLTrackError
 from mltrack.models import ExperimentStatus, HealthStatus
@@ -24,6 +26,7 @@ __all__ = [
     "get_experiment_repository",
     "get_ml_tracker",
     "health_check",
+    "open_repository",
     "start_run",
 ]
 
@@ -138,6 +141,25 @@ def _flush_live_session() -> None:
 def experiment_repository() -> ExperimentRepository:
     """The repository for the configured primary backend (blocking form)."""
     return ExperimentRepository(_active_backends(), before_read=_flush_live_session)
+
+
+def open_repository(backend: str | TrackingConfig, **options: Any) -> ExperimentRepository:
+    """A repository over a store of its own: ``open_repository("aim", repo_path="/data/aim")``.
+
+    ``backend`` is a backend name (its settings: the current configuration's, overridden by
+    ``options``) or a whole :class:`TrackingConfig`. Unlike :func:`experiment_repository`
+    it can open a store other than the configured one (to copy runs between stores); close
+    it when done (it is a context manager).
+    """
+    if isinstance(backend, TrackingConfig):
+        config = backend
+    else:
+        base = current_config()
+        merged = {**base.backend_options.get(backend, {}), **options}
+        config = attrs.evolve(
+            base, backends=(backend,), backend_options={**base.backend_options, backend: merged}
+        )
+    return ExperimentRepository(get_plugin_host().activate(config), owns_backends=True)
 
 
 async def get_experiment_repository() -> ExperimentRepository:

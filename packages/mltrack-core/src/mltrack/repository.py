@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -18,6 +18,9 @@ from mltrack.models import (
     to_status,
 )
 from mltrack.plugins import ActiveBackends
+
+if TYPE_CHECKING:
+    from mltrack.copying import CopyReport
 
 __all__ = ["Comparison", "ExperimentRepository", "MetricHistory"]
 
@@ -118,9 +121,31 @@ class Comparison:
 class ExperimentRepository:
     """Query finished and running experiments, as in the seed's "Experiment Repository"."""
 
-    def __init__(self, backends: ActiveBackends, before_read: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        backends: ActiveBackends,
+        before_read: Callable[[], object] | None = None,
+        *,
+        owns_backends: bool = False,
+    ) -> None:
         self._backends = backends
         self._before_read = before_read
+        self._owns_backends = owns_backends
+
+    def close(self) -> None:
+        """Release the stores if this repository opened them (:func:`mltrack.open_repository`)."""
+        if self._owns_backends:
+            self._backends.close()
+
+    def __enter__(self) -> ExperimentRepository:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _write(self, hook: str, **kwargs: Any) -> Any:
+        """Call a write hook on the primary backend only, errors raised (copying runs into it)."""
+        return self._backends.write_targets[0].call(hook, **kwargs)
 
     @property
     def backend(self) -> str:
@@ -248,3 +273,17 @@ class ExperimentRepository:
     async def delete_experiment(self, run_id: str) -> None:
         """Delete a run and its artifacts from every active backend."""
         self.delete_experiment_sync(run_id)
+
+    def copy_to_sync(self, target: ExperimentRepository, run_ids: Iterable[str] | None = None) -> CopyReport:
+        """Copy runs (default: all) into ``target``'s primary backend, idempotently (blocking form).
+
+        See :mod:`mltrack.copying`: ids, times, status, config, tags, metrics and artifacts are
+        kept; runs the target already holds complete are skipped; RUNNING runs are not copied.
+        """
+        from mltrack.copying import copy_runs
+
+        return copy_runs(self, target, run_ids)
+
+    async def copy_to(self, target: ExperimentRepository, run_ids: Iterable[str] | None = None) -> CopyReport:
+        """Copy runs (default: all) into ``target``'s primary backend, idempotently."""
+        return self.copy_to_sync(target, run_ids)
