@@ -1,0 +1,33 @@
+"""The ``mltrack`` entry point of mltrack-mlflow: announces the ``mlflow`` backend.
+
+Importing this module must stay cheap (mlflow itself takes over a second to import), so the
+backend module, and with it mlflow, is imported only when the backend is selected.
+"""
+
+from __future__ import annotations
+
+from mltrack.config import BackendConfig
+from mltrack.hookspecs import RegisterBackend, hookimpl
+
+__all__ = ["create_backend", "mltrack_register_backends"]
+
+
+def create_backend(config: BackendConfig) -> object:
+    """Build the MLflow backend for ``config`` (imports mlflow)."""
+    from mltrack_mlflow.backend import MlflowBackend
+
+    return MlflowBackend.from_config(config)
+
+
+@hookimpl
+def mltrack_register_backends(register: RegisterBackend) -> None:
+    """Announce the ``mlflow`` backend."""
+    register(
+        "mlflow",
+        create_backend,
+        persistent=True,
+        description="MLflow tracking store: local SQLite (sqlite:///.../mlflow.db) or an MLflow server (http://).",
+        # A separate writer process: the trainer never imports mlflow, and a killed trainer
+        # loses nothing it handed over (its open runs are marked CRASHED).
+        out_of_process=True,
+    )

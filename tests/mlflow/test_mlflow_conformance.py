@@ -1,0 +1,32 @@
+"""mltrack's backend conformance suite on a local MLflow SQLite store and on a real ``mlflow server``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mltrack.config import TrackingConfig
+from mltrack.testing.conformance import BackendConformance
+from mltrack_mlflow import MlflowProcess
+
+
+class TestMlflowSqlite(BackendConformance):
+    @pytest.fixture
+    def tracking_config(self, mlflow_dir: Path) -> TrackingConfig:
+        return TrackingConfig(backends=("mlflow",), storage_path=str(mlflow_dir), strict=True)
+
+
+class TestMlflowServer(BackendConformance):
+    @pytest.fixture
+    def tracking_config(self, mlflow_server: MlflowProcess, tmp_path: Path) -> TrackingConfig:
+        return TrackingConfig(
+            backends=("mlflow",),
+            backend_options={
+                "mlflow": {
+                    "tracking_uri": mlflow_server.tracking_uri,
+                    "artifacts_dir": str(tmp_path / "downloads"),
+                }
+            },
+            strict=True,
+        )
