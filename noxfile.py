@@ -89,6 +89,6 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against raw stores, written to benchmarks/RESULTS.md."""
-    _install_project(session, "numpy", "psutil")
+    """Benchmarks against raw stores and peers (MLflow, TensorBoard), written to benchmarks/RESULTS.md."""
+    _install_project(session, "numpy", "psutil", "mlflow>=2.8", "tensorboard", "tensorboardX", TORCH)
     session.run("python", "benchmarks/run.py", *session.posargs)

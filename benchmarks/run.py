@@ -1,5 +1,7 @@
 """mltrack against raw Aim, side by side in one run: writes benchmarks/RESULTS.md.
 
+The peers (MLflow, TensorBoard) are measured by ``peers.py`` in the same run.
+
 Each measurement runs in a fresh Python process (so import costs and memory are honest),
 mltrack and Aim interleaved, repeated; the table reports medians and their ratio.
 
@@ -21,6 +23,8 @@ import textwrap
 import time
 from pathlib import Path
 from typing import Any
+
+import peers
 
 HERE = Path(__file__).parent
 
@@ -455,14 +459,14 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
-    parser.add_argument("--only", choices=["write", "read", "scaling", "sb3"], action="append")
+    parser.add_argument("--only", choices=["write", "read", "scaling", "sb3", "peers"], action="append")
     args = parser.parse_args()
     repeats = 2 if args.quick else 3
     results = Results()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mltrack-bench-") as tmp:
         root = Path(tmp)
-        for name in ("write", "read", "scaling", "sb3"):
+        for name in ("write", "read", "scaling", "sb3", "peers"):
             if args.only and name not in args.only:
                 continue
             if name == "write":
@@ -471,9 +475,10 @@ def main() -> int:
                 bench_read(results, root, repeats, args.quick)
             elif name == "scaling":
                 bench_scaling(results, root, args.quick)
-            else:
+            elif name == "sb3":
                 bench_sb3(results, args.quick)
-    results.goal("-", "peers (MLflow, TensorBoard) side by side", "not measured yet", "beat every one", None)
+            else:
+                peers.bench_peers(results, root, repeats, args.quick)
     results.sections.append(f"Benchmark wall time: {time.monotonic() - started:.0f} s.")
     results.write(args.out, machine_header(args.quick))
     print(f"wrote {args.out}")
