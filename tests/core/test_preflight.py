@@ -90,3 +90,56 @@ def test_a_broken_secondary_store_does_not_stop_the_run_on_the_primary(
     harness.session.finish_run(run)
     assert "backend 'picky2' cannot take a new run" in caplog.text
     assert list(harness.repo.get_experiment_metrics_sync(run.id).series("loss").values) == [0.5]
+
+
+class Exploding:
+    """A fan-out whose second store cannot even start (its factory raises)."""
+
+    @hookimpl
+    def mltrack_register_backends(self, register: RegisterBackend) -> None:
+        register("steady", MemoryBackend, persistent=False)
+
+        def explode(config: BackendConfig) -> object:
+            raise ConnectionRefusedError("no store at 127.0.0.1:9")
+
+        register("exploding", explode, persistent=False)
+
+
+def _fanout(tmp_path: Path, names: tuple[str, ...]) -> tuple[PluginHost, TrackingConfig]:
+    host = PluginHost(load_entry_points=False)
+    host.register(Exploding(), name="exploding-stores")
+    config = TrackingConfig(
+        backends=names, backend_options={"steady": {"store": str(tmp_path)}}, writer="thread"
+    )
+    return host, config
+
+
+def test_a_fanout_store_that_cannot_start_is_counted_and_named_while_the_other_stores_everything(
+    tmp_path: Path,
+) -> None:
+    from mltrack.factory import build_session
+    from mltrack.repository import ExperimentRepository
+
+    host, config = _fanout(tmp_path, ("steady", "exploding"))
+    backends = host.activate(config, tolerate_secondary=True)
+    session = build_session(config, lambda: backends, host)
+    run = session.create_run("fan")
+    for step in range(100):
+        session.log_metric(run, "loss", 1.0 / (step + 1), step=step)
+    session.finish_run(run)
+
+    repo = ExperimentRepository(backends)
+    assert len(repo.get_experiment_metrics_sync(run.id).series("loss").values) == 100
+    assert session.stats.points_undelivered == 100  # every point the broken store did not get
+    assert session.stats.retries == 0  # a store that never started is not retried
+    health = dict(backends.health())
+    assert not health["exploding"].is_healthy
+    assert "could not start: ConnectionRefusedError: no store at 127.0.0.1:9" in health["exploding"].issues[0]
+    session.close()
+    backends.close()
+
+
+def test_a_primary_store_that_cannot_start_raises(tmp_path: Path) -> None:
+    host, config = _fanout(tmp_path, ("exploding", "steady"))
+    with pytest.raises(ConnectionRefusedError):
+        host.activate(config, tolerate_secondary=True)

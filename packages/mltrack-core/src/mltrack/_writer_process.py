@@ -216,7 +216,7 @@ def _serve() -> int:
 
     from mltrack.plugins import get_plugin_host
 
-    backends = get_plugin_host().activate(config)
+    backends = get_plugin_host().activate(config, tolerate_secondary=not config.strict)
     stats = WriterStats()
     sink = HookSink(
         backends.write_targets,

@@ -39,7 +39,8 @@ def _active_backends() -> ActiveBackends:
     global _backends
     with _lock:
         if _backends is None:
-            _backends = get_plugin_host().activate(current_config())
+            config = current_config()
+            _backends = get_plugin_host().activate(config, tolerate_secondary=not config.strict)
         return _backends
 
 

@@ -16,14 +16,17 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 
 from mltrack import hookspecs
 from mltrack.config import BackendConfig, TrackingConfig, _env_bool, _split_names
-from mltrack.errors import NoBackendError, PluginLoadError, UnknownBackendError
+from mltrack.errors import BackendError, NoBackendError, PluginLoadError, UnknownBackendError
+
+if TYPE_CHECKING:
+    from mltrack.models import HealthStatus
 
 __all__ = [
     "ActiveBackends",
@@ -233,14 +236,28 @@ class PluginHost:
             )
         return [available[n] for n in dict.fromkeys(names)]
 
-    def activate(self, config: TrackingConfig) -> ActiveBackends:
-        """Build the configured backends and register them so hooks reach them."""
+    def activate(self, config: TrackingConfig, *, tolerate_secondary: bool = False) -> ActiveBackends:
+        """Build the configured backends and register them so hooks reach them.
+
+        A backend whose factory raises makes this raise, unless ``tolerate_secondary`` and it
+        is not the primary: then it stands in as a :class:`FailedBackend` (every write to it
+        is counted as not delivered, ``health_check()`` names it), so one broken store of a
+        fan-out does not stop the others.
+        """
         with self._lock:
             registrations = self.select_backends(config)
             instances: list[tuple[str, object]] = []
             try:
-                for reg in registrations:
-                    backend = reg.factory(config.backend_config(reg.name))
+                for i, reg in enumerate(registrations):
+                    try:
+                        backend = reg.factory(config.backend_config(reg.name))
+                    except Exception as exc:
+                        if i == 0 or not tolerate_secondary:
+                            raise
+                        log.error(
+                            "mltrack: backend %r could not start: %s: %s", reg.name, type(exc).__name__, exc
+                        )
+                        backend = FailedBackend(reg.name, f"{type(exc).__name__}: {exc}")
                     plugin_name = f"{BACKEND_PREFIX}{reg.name}:{id(backend):x}"
                     self.pm.register(backend, name=plugin_name)
                     instances.append((plugin_name, backend))
@@ -251,12 +268,59 @@ class PluginHost:
             return ActiveBackends(self, [r.name for r in registrations], instances)
 
 
+class FailedBackend:
+    """Stands in for a fan-out backend whose factory raised: every hook says why, health included."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.broken = f"backend {name!r} could not start: {reason}"
+
+    # Every write hook (no arguments needed: pluggy passes only those an implementation names).
+    @hookspecs.hookimpl(specname="mltrack_create_run")
+    def _create(self) -> None:
+        raise BackendError(self.broken)
+
+    @hookspecs.hookimpl(specname="mltrack_log_metrics")
+    def _metrics(self) -> None:
+        raise BackendError(self.broken)
+
+    @hookspecs.hookimpl(specname="mltrack_log_params")
+    def _params(self) -> None:
+        raise BackendError(self.broken)
+
+    @hookspecs.hookimpl(specname="mltrack_log_artifact")
+    def _artifact(self) -> None:
+        raise BackendError(self.broken)
+
+    @hookspecs.hookimpl(specname="mltrack_set_tags")
+    def _tags(self) -> None:
+        raise BackendError(self.broken)
+
+    @hookspecs.hookimpl(specname="mltrack_finish_run")
+    def _finish(self) -> None:
+        raise BackendError(self.broken)
+
+    @hookspecs.hookimpl(specname="mltrack_delete_run")
+    def _delete(self) -> None:
+        raise BackendError(self.broken)
+
+    @hookspecs.hookimpl
+    def mltrack_health(self) -> HealthStatus:
+        from mltrack.models import HealthStatus
+
+        return HealthStatus(False, (self.broken,), backend=self.name)
+
+
 class HookTarget:
     """One destination of hook calls: a single backend, or a single observer plugin."""
 
-    def __init__(self, host: PluginHost, name: str, plugin_name: str, *, is_backend: bool) -> None:
+    def __init__(
+        self, host: PluginHost, name: str, plugin_name: str, *, is_backend: bool, broken: str | None = None
+    ) -> None:
         self.name = name
         self.is_backend = is_backend
+        self.broken = broken
+        """Why this backend could not start (a :class:`FailedBackend`), else None."""
         self._host = host
         self._plugin_name = plugin_name
 
@@ -278,8 +342,8 @@ class ActiveBackends:
         self.names = names
         self._instances = instances
         self.write_targets = [
-            HookTarget(host, name, plugin_name, is_backend=True)
-            for name, (plugin_name, _) in zip(names, instances)
+            HookTarget(host, name, plugin_name, is_backend=True, broken=getattr(backend, "broken", None))
+            for name, (plugin_name, backend) in zip(names, instances)
         ]
         # Each observer on its own, so one that fails or hangs does not silence the others.
         write_hooks = {n for n in dir(hookspecs) if n.startswith("mltrack_") and n not in _NOT_WRITES}

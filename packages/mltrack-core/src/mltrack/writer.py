@@ -180,6 +180,7 @@ class HookSink:
         self._timeout = hook_timeout
         self._threads: dict[str, _TargetThread] = {}
         self._hung: set[str] = set()
+        self._told: set[str] = set()  # broken targets already logged once
 
     def _call(self, target: Any, op: Op) -> None:
         if self._timeout is None:
@@ -196,6 +197,14 @@ class HookSink:
             if target.name in self._hung:
                 failures.append(target.name)
                 self._record_failure(target, op, HookTimeout("cut off after an earlier hang"), quiet=True)
+                continue
+            broken = getattr(target, "broken", None)
+            if broken is not None:  # it never started: counting, not retrying, is all there is to do
+                if self._strict:
+                    raise BackendError(broken)
+                failures.append(target.name)
+                self._record_failure(target, op, BackendError(broken), quiet=target.name in self._told)
+                self._told.add(target.name)
                 continue
             for attempt in range(self._max_retries + 1):
                 try:
