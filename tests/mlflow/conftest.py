@@ -40,9 +40,12 @@ def mlflow_dir(tmp_path: Path, mlflow_db_template: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowProcess]:
+def mlflow_server(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path
+) -> Iterator[MlflowProcess]:
     """A real ``mlflow server`` on 127.0.0.1 (free port), stopped by process group afterwards."""
     root = tmp_path_factory.mktemp("mlflow-server")
+    shutil.copyfile(mlflow_db_template, root / DB_NAME)  # spares the server MLflow's migrations
     server = start_mlflow_server(root)
     yield server
     server.stop()

@@ -137,7 +137,12 @@ def _start(
             stdout=log_fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends uvicorn and the job runner too
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+            env={
+                # mltrack needs neither MLflow's GenAI job runner (eight more processes) nor telemetry.
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                **os.environ,
+            },
         )
     server = MlflowProcess(proc, f"http://{host}:{port}", backend_store_uri, log_path)
     deadline = time.monotonic() + timeout
