@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mltrack import BackendError
-from mltrack.writer import HookSink, Op, Writer, WriterStats
+from mltrack.writer import UNDELIVERED_TAG, HookSink, Op, Writer, WriterStats
 
 
 class RecordingTarget:
@@ -126,6 +126,27 @@ def test_a_persistent_store_error_is_counted_not_raised() -> None:
     assert stats.write_errors == 1
     assert "disk hiccup" in (stats.last_error or "")
     writer.close()
+
+
+def test_a_finished_run_is_tagged_with_the_points_its_store_did_not_take() -> None:
+    target = RecordingTarget()
+    stats = WriterStats()
+    sink = HookSink([target], stats, backoff=0.001, max_retries=1)
+    batch = Op("mltrack_log_metrics", {"run_id": "r", "batch": None}, points=7)
+    target.fail_times = 2  # the store is down for this batch, retry included
+    sink.deliver(batch)
+    sink.deliver(Op("mltrack_log_metrics", {"run_id": "other", "batch": None}, points=3))  # stored
+    sink.deliver(Op("mltrack_finish_run", {"run_id": "r", "status": "completed"}))
+    sink.deliver(Op("mltrack_finish_run", {"run_id": "other", "status": "completed"}))
+
+    hooks = [(hook, kw.get("tags")) for hook, kw in target.calls]
+    assert hooks == [
+        ("mltrack_log_metrics", None),
+        ("mltrack_set_tags", (f"{UNDELIVERED_TAG}=7",)),
+        ("mltrack_finish_run", None),
+        ("mltrack_finish_run", None),
+    ]
+    assert stats.points_undelivered == 7
 
 
 def test_strict_mode_raises_the_store_error_in_the_caller() -> None:

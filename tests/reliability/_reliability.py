@@ -90,7 +90,7 @@ def read_run(repo: str, run_id: str, *, wait_finished: float = 0.0, metric: str 
         history = repo.get_experiment_metrics_sync({run_id!r})
         steps = [int(s) for s in history.series({metric!r}).steps] if {metric!r} in history else []
         print(json.dumps(dict(status=run.status.value, end=run.end_time is not None, waited=waited,
-                              steps=steps, config=run.config, final=run.final_metrics)))
+                              steps=steps, config=run.config, final=run.final_metrics, tags=list(run.tags))))
         """
     )
 

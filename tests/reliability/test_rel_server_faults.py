@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from _reliability import popen_python, read_run, record, repetitions
 
+from mltrack.writer import UNDELIVERED_TAG
 from mltrack_aim.processes import free_port, start_aim_server
 
 CI_RESTARTS = repetitions("MLTRACK_RELIABILITY_SERVER_RESTARTS", 1)
@@ -89,6 +90,7 @@ def _restart_mid_run(root: Path, index: int) -> dict[str, Any]:
         loop_s=round(said["loop_s"], 2),
         total_s=round(said["total_s"], 2),
         run_config_keys=sorted(got["config"]),
+        run_tags=got["tags"],
         issues=said["issues"][:2],
     )
 
@@ -114,6 +116,10 @@ def _check_losses_are_counted(results: list[dict[str, Any]]) -> None:
         assert r["counted_undelivered"] == r["points_lost"], r
         if r["points_lost"]:
             assert not r["healthy"] and r["issues"], r
+            # ... and the run says so itself (its finish reaches the restarted server).
+            assert f"{UNDELIVERED_TAG}={r['points_lost']}" in r["run_tags"], r
+        else:
+            assert not any(t.startswith(UNDELIVERED_TAG) for t in r["run_tags"]), r
 
 
 def _check_nothing_lost(results: list[dict[str, Any]]) -> None:

@@ -25,7 +25,7 @@ import attrs
 from mltrack.errors import BackendError
 from mltrack.models import Context, MetricBatch
 
-__all__ = ["HookSink", "Op", "Sink", "Writer", "WriterStats"]
+__all__ = ["UNDELIVERED_TAG", "HookSink", "Op", "Sink", "Writer", "WriterStats"]
 
 log = logging.getLogger("mltrack")
 
@@ -113,6 +113,10 @@ class _Chunk:
         return out
 
 
+UNDELIVERED_TAG = "mltrack:undelivered-points"
+"""A finished run some of whose points a backend did not store is tagged ``<this>=<count>``."""
+
+
 class HookTimeout(BackendError):
     """A plugin's hook did not return within ``hook_timeout``; the plugin is cut off."""
 
@@ -181,6 +185,7 @@ class HookSink:
         self._threads: dict[str, _TargetThread] = {}
         self._hung: set[str] = set()
         self._told: set[str] = set()  # broken targets already logged once
+        self._undelivered_by_run: dict[str, int] = {}  # points a backend did not store, per open run
 
     def _call(self, target: Any, op: Op) -> None:
         if self._timeout is None:
@@ -192,6 +197,11 @@ class HookSink:
         thread.call(lambda: target.call(op.hook, **op.kwargs), self._timeout)
 
     def deliver(self, op: Op) -> None:
+        if op.hook == "mltrack_finish_run":
+            lost = self._undelivered_by_run.pop(op.kwargs["run_id"], 0)
+            if lost:  # the run itself says what it is missing, not only health_check()
+                tag = f"{UNDELIVERED_TAG}={lost}"
+                self.deliver(Op("mltrack_set_tags", {"run_id": op.kwargs["run_id"], "tags": (tag,)}))
         failures: list[str] = []
         for target in self._targets:
             if target.name in self._hung:
@@ -234,6 +244,9 @@ class HookSink:
         stats.write_errors += 1
         if getattr(target, "is_backend", True):  # an observer's failure loses no stored data
             stats.points_undelivered += op.points
+            run_id = op.kwargs.get("run_id")
+            if op.points and isinstance(run_id, str):
+                self._undelivered_by_run[run_id] = self._undelivered_by_run.get(run_id, 0) + op.points
         stats.errors_by_target[target.name] = stats.errors_by_target.get(target.name, 0) + 1
         stats.last_error = f"{_describe(target)}: {op.hook} failed: {type(exc).__name__}: {exc}"
         if not quiet:
