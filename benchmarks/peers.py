@@ -484,8 +484,8 @@ def _report(results: ResultSink, contenders: list[Contender], rounds: int) -> No
         "`EventAccumulator`). Ratios are the contender's number over mltrack's: a cost of "
         "100x is 100 times mltrack's cost; a throughput of 1/100 is a hundredth of mltrack's. "
         "mltrack's durable time includes starting its writer process (which imports the store), "
-        "done by the others before their first log call: a small share of 1,000,000 points, a "
-        "large one of 20,000.",
+        "done by the others before their first log call: a small share of a long run, a large "
+        "one of a short run.",
         f"Versions: {_versions()}.",
         "",
         *_table(ml, [ml, *peers], "mltrack"),
