@@ -149,6 +149,64 @@ def test_a_finished_run_is_tagged_with_the_points_its_store_did_not_take() -> No
     assert stats.points_undelivered == 7
 
 
+class FlakyServer:
+    """A store that refuses connections until ``back_at`` (monotonic time), then stores."""
+
+    def __init__(self, name: str, down_for: float) -> None:
+        self.name = name
+        self.back_at = time.monotonic() + down_for
+        self.calls: list[str] = []
+
+    def call(self, hook_name: str, **kwargs) -> None:
+        if time.monotonic() < self.back_at:
+            try:
+                raise ConnectionRefusedError("connection refused")
+            except ConnectionRefusedError as exc:  # as a client library wraps it
+                raise BackendError("server unreachable") from exc
+        self.calls.append(hook_name)
+
+
+def test_a_server_down_for_less_than_the_retry_window_loses_nothing() -> None:
+    server = FlakyServer("server", down_for=0.5)
+    stats = WriterStats()
+    sink = HookSink([server], stats, backoff=0.01, max_retries=1, retry_window=5.0)
+    sink.deliver(Op("mltrack_log_metrics", {"run_id": "r", "batch": None}, points=10))
+    assert server.calls == ["mltrack_log_metrics"]
+    assert stats.points_undelivered == 0 and stats.retries > 2
+
+
+def test_a_server_down_for_longer_stalls_the_writer_once_then_fails_fast_until_it_is_back() -> None:
+    server = FlakyServer("server", down_for=3600)
+    stats = WriterStats()
+    sink = HookSink([server], stats, backoff=0.01, max_retries=1, retry_window=0.3)
+    started = time.monotonic()
+    sink.deliver(Op("mltrack_log_metrics", {"run_id": "r", "batch": None}, points=10))
+    first = time.monotonic() - started
+    started = time.monotonic()
+    sink.deliver(Op("mltrack_log_metrics", {"run_id": "r", "batch": None}, points=5))
+    second = time.monotonic() - started
+    assert first >= 0.3 and second < 0.2
+    assert stats.points_undelivered == 15
+
+    server.back_at = 0.0  # the server is back: the next write goes through and ends the outage
+    sink.deliver(Op("mltrack_log_metrics", {"run_id": "r", "batch": None}, points=1))
+    assert server.calls == ["mltrack_log_metrics"]
+    server.back_at = time.monotonic() + 0.2  # a new short outage gets the whole window again
+    sink.deliver(Op("mltrack_log_metrics", {"run_id": "r", "batch": None}, points=1))
+    assert server.calls == ["mltrack_log_metrics"] * 2 and stats.points_undelivered == 15
+
+
+def test_other_errors_get_the_quick_retries_only() -> None:
+    target = RecordingTarget(fail_times=100)
+    target.call = lambda hook_name, **kw: (_ for _ in ()).throw(ValueError("bad batch"))  # type: ignore[method-assign]
+    stats = WriterStats()
+    sink = HookSink([target], stats, backoff=0.001, max_retries=2, retry_window=60.0)
+    started = time.monotonic()
+    sink.deliver(Op("mltrack_log_metrics", {"run_id": "r", "batch": None}, points=4))
+    assert time.monotonic() - started < 1.0
+    assert stats.retries == 2 and stats.points_undelivered == 4
+
+
 def test_strict_mode_raises_the_store_error_in_the_caller() -> None:
     target = RecordingTarget(fail_times=1)
     writer, _ = make_writer(target, strict=True)

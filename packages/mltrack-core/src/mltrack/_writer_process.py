@@ -224,6 +224,7 @@ def _serve() -> int:
         strict=config.strict,
         max_retries=config.max_retries,
         hook_timeout=config.hook_timeout,
+        retry_window=config.retry_window,
     )
     open_runs = _OpenRuns()
     error: str | None = None

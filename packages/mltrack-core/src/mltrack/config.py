@@ -77,6 +77,9 @@ class TrackingConfig:
     """Most points handed to a backend in one ``mltrack_log_metrics`` call."""
     max_retries: int = 4
     """Attempts after the first before a failed write is counted as undelivered."""
+    retry_window: float = 60.0
+    """Seconds a write failing with a connection-type error (a store restarting) is retried
+    before its points are counted as undelivered; the training loop goes on meanwhile."""
     hook_timeout: float | None = 120.0
     """Seconds a plugin's write hook may take before the plugin is cut off (None: wait forever)."""
     keep_secrets: bool = False
@@ -98,6 +101,7 @@ class TrackingConfig:
             writer=env.get("MLTRACK_WRITER", "auto") or "auto",
             keep_secrets=_env_bool("MLTRACK_KEEP_SECRETS"),
             hook_timeout=_env_float("MLTRACK_HOOK_TIMEOUT", 120.0) or None,
+            retry_window=_env_float("MLTRACK_RETRY_WINDOW", 60.0),
         )
 
     def backend_config(self, name: str) -> BackendConfig:

@@ -75,6 +75,7 @@ def build_session(
             strict=config.strict,
             max_retries=config.max_retries,
             hook_timeout=config.hook_timeout,
+            retry_window=config.retry_window,
         )
     writer = Writer(
         sink,

@@ -113,6 +113,9 @@ class _Chunk:
         return out
 
 
+MAX_BACKOFF = 1.0
+"""Longest pause between two retries of one operation (seconds)."""
+
 UNDELIVERED_TAG = "mltrack:undelivered-points"
 """A finished run some of whose points a backend did not store is tagged ``<this>=<count>``."""
 
@@ -174,6 +177,7 @@ class HookSink:
         backoff: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
         hook_timeout: float | None = None,
+        retry_window: float = 0.0,
     ) -> None:
         self._targets = targets
         self._stats = stats
@@ -186,6 +190,8 @@ class HookSink:
         self._hung: set[str] = set()
         self._told: set[str] = set()  # broken targets already logged once
         self._undelivered_by_run: dict[str, int] = {}  # points a backend did not store, per open run
+        self._retry_window = retry_window
+        self._down: set[str] = set()  # targets that stayed unreachable for a whole retry window
 
     def _call(self, target: Any, op: Op) -> None:
         if self._timeout is None:
@@ -216,28 +222,50 @@ class HookSink:
                 self._record_failure(target, op, BackendError(broken), quiet=target.name in self._told)
                 self._told.add(target.name)
                 continue
-            for attempt in range(self._max_retries + 1):
-                try:
-                    self._call(target, op)
-                    break
-                except HookTimeout as exc:
-                    self._hung.add(target.name)
-                    failures.append(target.name)
-                    self._record_failure(target, op, exc)
-                    if self._strict:
-                        raise
-                    break
-                except Exception as exc:
-                    if self._strict:
-                        raise BackendError(f"{_describe(target)} failed in {op.hook}: {exc}") from exc
-                    if attempt == self._max_retries:
-                        failures.append(target.name)
-                        self._record_failure(target, op, exc)
-                    else:
-                        self._stats.retries += 1
-                        self._sleep(self._backoff * (2**attempt))
+            if not self._deliver_to(target, op):
+                failures.append(target.name)
         if not any(getattr(t, "is_backend", True) for t in self._targets if t.name in failures):
             self._stats.points_delivered += op.points
+
+    def _deliver_to(self, target: Any, op: Op) -> bool:
+        """Call one target, retrying with backoff; False (counted) if it never took ``op``.
+
+        Errors are retried ``max_retries`` times. A connection-type error (an ``OSError``, or
+        an error raised from one: a server restarting, a network blip) is retried on for up to ``retry_window`` seconds,
+        so an outage that short loses nothing; a target that stays down that long is then
+        marked down, and later operations get the quick retries only until it answers again,
+        so an outage stalls the writer once, not once per operation.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                self._call(target, op)
+                self._down.discard(target.name)
+                return True
+            except HookTimeout as exc:
+                self._hung.add(target.name)
+                self._record_failure(target, op, exc)
+                if self._strict:
+                    raise
+                return False
+            except Exception as exc:
+                if self._strict:
+                    raise BackendError(f"{_describe(target)} failed in {op.hook}: {exc}") from exc
+                transient = _connection_error(exc)
+                patient = (
+                    transient
+                    and target.name not in self._down
+                    and time.monotonic() - started < self._retry_window
+                )
+                if attempt >= self._max_retries and not patient:
+                    if transient and attempt > self._max_retries:
+                        self._down.add(target.name)
+                    self._record_failure(target, op, exc)
+                    return False
+                self._stats.retries += 1
+                self._sleep(min(self._backoff * (2 ** min(attempt, 16)), MAX_BACKOFF))
+                attempt += 1
 
     def _record_failure(self, target: Any, op: Op, exc: Exception, quiet: bool = False) -> None:
         stats = self._stats
@@ -257,6 +285,18 @@ class HookSink:
 
     def close(self) -> None:
         """Nothing to release: the targets belong to the caller."""
+
+
+def _connection_error(exc: BaseException) -> bool:
+    """True if ``exc``, or what it was raised from, is an ``OSError`` (connection refused, reset, timeout, I/O)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, OSError):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
 
 
 def _describe(target: Any) -> str:
