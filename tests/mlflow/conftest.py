@@ -23,10 +23,10 @@ def _no_mlflow_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow SQLite database, created once (MLflow's migrations take seconds)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mltrack_mlflow.backend import sqlalchemy_store_class
 
     root = tmp_path_factory.mktemp("mlflow-template")
-    SqlAlchemyStore(sqlite_uri(root), (root / "artifacts").as_uri()).engine.dispose()
+    sqlalchemy_store_class()(sqlite_uri(root), (root / "artifacts").as_uri()).engine.dispose()
     return root / DB_NAME
 
 

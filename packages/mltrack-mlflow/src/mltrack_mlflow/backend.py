@@ -29,6 +29,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -188,8 +189,7 @@ class MlflowBackend:
             from mlflow.store.tracking.file_store import FileStore
 
             return FileStore(uri, self._artifacts_dir.as_uri())
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
+        SqlAlchemyStore = sqlalchemy_store_class()
         db_path = self.settings.db_path
         if db_path is None:
             return SqlAlchemyStore(uri, self._artifacts_dir.as_uri())
@@ -340,7 +340,9 @@ class MlflowBackend:
             experiment_id = self._experiment_id(run.experiment_name)
             tags = {m.RUN_ID_TAG: run.id, m.WRITER_TAG: _WRITER, "mlflow.user": _user()}
             if run.description is not None:
-                tags[m.DESCRIPTION_TAG] = run.description
+                tags[m.DESCRIPTION_TAG] = run.description[: m.MAX_TAG_VALUE]
+                if len(run.description) > m.MAX_TAG_VALUE:  # MLflow's note is cut; the whole one beside it
+                    tags.update(m.split_json_tags(m.LONG_DESCRIPTION_TAG, run.description))
             for tag in run.tags:
                 tags[m.tag_key(tag)] = tag
             config_tags = m.split_json_tags(m.CONFIG_TAG, run.config)
@@ -512,7 +514,7 @@ class MlflowBackend:
             final_metrics=final_metrics,
             tags=tuple(run_tags),
             experiment_name=experiment,
-            description=tags.get(m.DESCRIPTION_TAG),
+            description=_description(tags),
         )
 
     def _latest(self, run: Any) -> dict[str, float]:
@@ -779,6 +781,21 @@ class MlflowBackend:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def sqlalchemy_store_class() -> Any:
+    """MLflow's SQL store class, imported without the SQLAlchemy deprecation warning it triggers."""
+    with warnings.catch_warnings():
+        # MLflow's models use a loader strategy SQLAlchemy 2.1 deprecates; nothing mltrack can act on.
+        warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    return SqlAlchemyStore
+
+
+def _description(tags: Mapping[str, str]) -> str | None:
+    whole = m.join_json_tags(m.LONG_DESCRIPTION_TAG, tags)
+    return whole if isinstance(whole, str) else tags.get(m.DESCRIPTION_TAG)
 
 
 def _key_names(tags: Mapping[str, str]) -> dict[str, tuple[str, dict[str, Any]]]:

@@ -60,6 +60,8 @@ ARTIFACT_PREFIX = "mltrack.artifact."
 """Type, size, sha256 and metadata of one artifact, as JSON."""
 DESCRIPTION_TAG = "mlflow.note.content"
 """MLflow's own run description (shown by its UI)."""
+LONG_DESCRIPTION_TAG = "mltrack.description"
+"""A description longer than an MLflow tag holds, whole (``mlflow.note.content`` has its start)."""
 RUN_NAME_TAG = "mlflow.runName"
 
 MAX_KEY = 250
