@@ -20,7 +20,14 @@ from pathlib import Path
 import pytest
 
 from mltrack.config import BackendConfig
-from mltrack.models import ArtifactType, ExperimentRun, ExperimentStatus, MetricBatch, ModelArtifact, RunFilter
+from mltrack.models import (
+    ArtifactType,
+    ExperimentRun,
+    ExperimentStatus,
+    MetricBatch,
+    ModelArtifact,
+    RunFilter,
+)
 from mltrack_mlflow import mapping as m
 from mltrack_mlflow.backend import MlflowBackend
 from mltrack_mlflow.processes import free_port
@@ -34,7 +41,9 @@ def backend(mlflow_dir: Path) -> Iterator[MlflowBackend]:
     b.close()
 
 
-def _batch(name: str, steps: list[int], values: list[float], context: dict[str, str] | None = None) -> MetricBatch:
+def _batch(
+    name: str, steps: list[int], values: list[float], context: dict[str, str] | None = None
+) -> MetricBatch:
     ctx = tuple(sorted((context or {}).items()))
     now = time.time()
     return MetricBatch(
@@ -52,7 +61,9 @@ def _run(run_id: str, **kwargs: object) -> ExperimentRun:
 
 def _rows(db: Path, table: str, mlflow_id: str) -> int:
     with sqlite3.connect(db) as conn:
-        return int(conn.execute(f"SELECT COUNT(*) FROM {table} WHERE run_uuid = ?", (mlflow_id,)).fetchone()[0])
+        return int(
+            conn.execute(f"SELECT COUNT(*) FROM {table} WHERE run_uuid = ?", (mlflow_id,)).fetchone()[0]
+        )
 
 
 def _dead_pid() -> int:
@@ -89,7 +100,9 @@ def test_run_written_on_another_host_or_by_a_live_process_stays_running(backend:
     assert backend.mltrack_get_run("e" * 24).status is ExperimentStatus.RUNNING  # type: ignore[union-attr]
 
 
-def test_delete_purges_the_run_its_rows_and_its_artifact_files(backend: MlflowBackend, tmp_path: Path) -> None:
+def test_delete_purges_the_run_its_rows_and_its_artifact_files(
+    backend: MlflowBackend, tmp_path: Path
+) -> None:
     run = _run("a1" * 12, tags=["x"])
     backend.mltrack_create_run(run)
     backend.mltrack_log_metrics(run.id, _batch("loss", [0, 1], [1.0, 0.5]))
@@ -271,7 +284,9 @@ def test_open_ui_serves_mlflows_ui_on_the_store_and_stops_its_process_group(back
     backend.mltrack_create_run(_run("ab" * 12, experiment="ui"))
     handle = backend.mltrack_open_ui("127.0.0.1", free_port())
     try:
-        with urllib.request.urlopen(handle.url + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui") as r:
+        with urllib.request.urlopen(
+            handle.url + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui"
+        ) as r:
             assert b'"name": "ui"' in r.read().replace(b'"name":"ui"', b'"name": "ui"')
         with urllib.request.urlopen(handle.url + "/") as r:
             assert r.status == 200

@@ -133,7 +133,11 @@ def test_mlflow_search_runs_and_metric_history_show_mltrack_runs(mlflow_dir: Pat
     assert back["config"] == {**CONFIG, "batch_size": 2048}
     assert back["tags"] == ["baseline", "late", "ppo v2"]
     assert back["status"] == "completed"
-    assert (back["name"], back["description"], back["experiment"]) == ("ppo-a", "first try", "native-readback")
+    assert (back["name"], back["description"], back["experiment"]) == (
+        "ppo-a",
+        "first try",
+        "native-readback",
+    )
     assert back["loss"] == [[s, 123.0 if s == 40 else 1.0 / (s + 1)] for s in range(0, 50, 10)]
     assert back["val"] == [0.5]
     assert back["killed"] == "interrupted"

@@ -48,7 +48,11 @@ class Trained:
 
 def _env(store: Path) -> dict[str, str]:
     # Configured the way users do it: environment variables only, the backend name changed.
-    return {"ML_TRACKING_BACKEND": "mlflow", "ML_STORAGE_PATH": str(store), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return {
+        "ML_TRACKING_BACKEND": "mlflow",
+        "ML_STORAGE_PATH": str(store),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +123,9 @@ def test_run_ends_completed_with_config_final_metrics_and_sb3_logger_metrics(
     assert [int(s) for s in history.series("eval/mean_reward").steps] == expected_steps
 
 
-def test_models_and_checkpoints_are_mlflow_artifacts_that_load(trained: Trained, repo: ExperimentRepository) -> None:
+def test_models_and_checkpoints_are_mlflow_artifacts_that_load(
+    trained: Trained, repo: ExperimentRepository
+) -> None:
     callback, model = trained.callback, trained.model
     artifacts = {a.name: a for a in repo.list_artifacts_sync(callback.run_id)}
     checkpoints = [a for a in artifacts.values() if a.artifact_type is ArtifactType.CHECKPOINT]

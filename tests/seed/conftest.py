@@ -17,14 +17,14 @@ def seed_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mltrack_mlflow.backend import sqlalchemy_store_class
 
     root = tmp_path_factory.mktemp("seed-mlflow-template")
-    sqlalchemy_store_class()(f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()).engine.dispose()
+    sqlalchemy_store_class()(
+        f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+    ).engine.dispose()
     return root / "mlflow.db"
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str:
+def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Configure the process-wide API for a fresh store of backend ``request.param``.
 
     The working directory is the test's tmp dir. ``memory`` and ``aim`` are configured in code

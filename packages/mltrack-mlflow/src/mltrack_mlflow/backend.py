@@ -37,12 +37,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import attrs
-import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.version import VERSION as MLFLOW_VERSION
 
 from mltrack.config import BackendConfig
 from mltrack.errors import BackendError, RunNotFoundError
@@ -82,7 +83,7 @@ _SAFE_FILTER_VALUE = re.compile(r"^[^'`\\\"]*$")
 
 def _ms(moment: datetime | float) -> int:
     seconds = moment.timestamp() if isinstance(moment, datetime) else moment
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)
 
 
 def _utc(ms: int | None) -> datetime | None:
@@ -184,11 +185,13 @@ class MlflowBackend:
             from mlflow.store.tracking.rest_store import RestStore
             from mlflow.utils.credentials import get_default_host_creds
 
-            return RestStore(partial(get_default_host_creds, uri))
+            rest_store: Any = RestStore  # MLflow's stores are untyped
+            return rest_store(partial(get_default_host_creds, uri))
         if uri.startswith("file:"):
             from mlflow.store.tracking.file_store import FileStore
 
-            return FileStore(uri, self._artifacts_dir.as_uri())
+            file_store: Any = FileStore
+            return file_store(uri, self._artifacts_dir.as_uri())
         SqlAlchemyStore = sqlalchemy_store_class()
         db_path = self.settings.db_path
         if db_path is None:
@@ -246,7 +249,9 @@ class MlflowBackend:
             if not token:
                 return out
 
-    def _search(self, experiment_ids: list[str], filter_string: str, page_size: int = SEARCH_PAGE) -> Iterator[Any]:
+    def _search(
+        self, experiment_ids: list[str], filter_string: str, page_size: int = SEARCH_PAGE
+    ) -> Iterator[Any]:
         """Active runs of these experiments matching ``filter_string``, newest first, page by page."""
         if not experiment_ids:
             return
@@ -483,9 +488,7 @@ class MlflowBackend:
             if not isinstance(config, dict):
                 config = {k: m.parse_param(v) for k, v in data.params.items()}
             finals = m.join_json_tags(m.FINAL_METRICS_TAG, tags)
-            final_metrics = (
-                {str(k): float(v) for k, v in finals.items()} if isinstance(finals, dict) else {}
-            )
+            final_metrics = {str(k): float(v) for k, v in finals.items()} if isinstance(finals, dict) else {}
             run_tags = [v for k, v in tags.items() if k.startswith(m.TAG_PREFIX)]
             if status is ExperimentStatus.RUNNING and run_id not in self._open:
                 crashed = self._check_crashed(run, tags)
@@ -563,7 +566,9 @@ class MlflowBackend:
                 and run_filter.status in (None, ExperimentStatus.COMPLETED, ExperimentStatus.INTERRUPTED)
                 and all(_SAFE_FILTER_VALUE.match(t) for t in run_filter.tags)
             )
-            page_size = min(SEARCH_PAGE, max(run_filter.limit, 1)) if exact and run_filter.limit else SEARCH_PAGE
+            page_size = (
+                min(SEARCH_PAGE, max(run_filter.limit, 1)) if exact and run_filter.limit else SEARCH_PAGE
+            )
             out = []
             for run in self._search(list(experiments), filter_string, page_size):
                 summary = self._summary(run, experiments)
@@ -590,11 +595,7 @@ class MlflowBackend:
                 return None
             key_names = _key_names(run.data.tags)
             wanted = None if names is None else set(names)
-            keys = [
-                k
-                for k in run.data.metrics
-                if wanted is None or key_names.get(k, (k, {}))[0] in wanted
-            ]
+            keys = [k for k in run.data.metrics if wanted is None or key_names.get(k, (k, {}))[0] in wanted]
             if not keys:
                 return []
             if self._is_sqlite:
@@ -702,10 +703,9 @@ class MlflowBackend:
     def _local_copy(self, repo: Any, artifact_uri: str, run_id: str, info: Mapping[str, Any]) -> Path:
         """A readable local path of a stored artifact: the file itself, or a verified download."""
         name = str(info["name"])
-        if urlparse(artifact_uri).scheme in ("", "file"):
-            from mlflow.utils.file_utils import local_file_uri_to_path
-
-            return Path(local_file_uri_to_path(artifact_uri)) / name
+        parsed = urlparse(artifact_uri)
+        if parsed.scheme in ("", "file"):
+            return Path(url2pathname(parsed.path) if parsed.scheme else artifact_uri) / name
         target_dir = self._artifacts_dir / "downloads" / run_id
         target = target_dir / name
         sha = info.get("sha256")
@@ -736,7 +736,7 @@ class MlflowBackend:
         uri = self.settings.tracking_uri
         details: dict[str, Any] = {
             "tracking_uri": uri,
-            "mlflow_version": mlflow.__version__,
+            "mlflow_version": MLFLOW_VERSION,
             "artifacts_dir": str(self._artifacts_dir),
             "open_runs": len(self._open),
         }

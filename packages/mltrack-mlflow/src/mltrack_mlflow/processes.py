@@ -36,7 +36,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class MlflowProcess:
     """A running ``mlflow server``; ``stop()`` ends it and every child it started."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, backend_store_uri: str, log_path: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], url: str, backend_store_uri: str, log_path: Path
+    ) -> None:
         self.proc = proc
         self.url = url
         self.backend_store_uri = backend_store_uri
