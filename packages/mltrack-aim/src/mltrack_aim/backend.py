@@ -46,6 +46,7 @@ from mltrack.models import (
     UiHandle,
     to_plain,
 )
+from mltrack.servers import http_ok, port_free
 from mltrack_aim.batch import MetricWriter, aim_version, batch_path_enabled
 from mltrack_aim.columns import read_columns
 from mltrack_aim.processes import start_aim_ui
@@ -463,7 +464,7 @@ class AimBackend:
                 f"{self.settings.repo} (the server's repository)"
             )
         if port is None:
-            port = AIM_UI_PORT if _port_free(host, AIM_UI_PORT) else None
+            port = AIM_UI_PORT if port_free(host, AIM_UI_PORT) else None
         ui = start_aim_ui(self.settings.repo, host=host, port=port)
         return UiHandle(url=ui.url, pid=ui.pid, stop=ui.stop)
 
@@ -479,7 +480,7 @@ class AimBackend:
             "open_runs": len(self._runs),
         }
         if self.repo.is_remote_repo:
-            details["server_reachable"] = _server_ok(self.settings.server_address)
+            details["server_reachable"] = http_ok(f"http://{self.settings.server_address}/status/", timeout=3)
             if not details["server_reachable"]:
                 issues.append(
                     f"Aim server {self.settings.repo} does not answer: start it with "
@@ -528,24 +529,3 @@ def _aim_params(value: Any) -> Any:
 
 
 AIM_UI_PORT = 43800
-
-
-def _port_free(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _server_ok(address: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://{address}/status/", timeout=3) as resp:
-            return int(resp.status) == 200
-    except OSError:
-        return False

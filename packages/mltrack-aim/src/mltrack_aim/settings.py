@@ -8,7 +8,6 @@ This module does not import aim, so ``import mltrack_aim`` stays cheap.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ import attrs
 
 from mltrack.config import BackendConfig, TrackingConfig, configure_backend
 from mltrack.errors import BackendError
+from mltrack.storage import is_writable
+from mltrack.storage import storage_problems as local_problems
 
 __all__ = [
     "DEFAULT_REPO_PATH",
@@ -119,27 +120,10 @@ def storage_problems(repo: str | os.PathLike[str], min_free: int = MIN_FREE_BYTE
     parent it would be created in) with a write probe and the free space (``min_free`` bytes
     at least). A few system calls: cheap enough to run before every new run.
     """
-    path = Path(repo)
-    aim_dir = path / ".aim"
-    target = aim_dir if aim_dir.is_dir() else path
-    while not target.exists() and target.parent != target:
-        target = target.parent
-    problems = []
-    if not is_writable(target):
-        what = "Aim repository" if target == aim_dir else "folder"
-        problems.append(
-            f"{what} {target} is not writable (read-only filesystem or permissions): fix it or move the repository (AIM_REPO_PATH)"
-        )
-    try:
-        free = shutil.disk_usage(target).free
-    except OSError:
-        free = None
-    if free is not None and free < min_free:
-        problems.append(
-            f"the disk holding {target} is full ({free:,} bytes free, below {min_free:,}): "
-            "free space or move the repository (AIM_REPO_PATH)"
-        )
-    return problems
+    aim_dir = Path(repo) / ".aim"
+    target = aim_dir if aim_dir.is_dir() else Path(repo)
+    what = "Aim repository" if target == aim_dir else "folder"
+    return local_problems(target, min_free=min_free, what=what, fix="move the repository (AIM_REPO_PATH)")
 
 
 def preflight(config: BackendConfig) -> None:
@@ -154,14 +138,3 @@ def preflight(config: BackendConfig) -> None:
     problems = storage_problems(settings.repo, min_free=REFUSE_BELOW_BYTES)
     if problems:
         raise BackendError("; ".join(problems))
-
-
-def is_writable(path: Path) -> bool:
-    """True if a file can be created in ``path`` (a write probe, removed again)."""
-    probe = path / f".mltrack-write-probe-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-        return True
-    except OSError:
-        return False
