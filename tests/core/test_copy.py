@@ -128,7 +128,7 @@ def test_cli_copy_reports_what_it_did(tmp_path: Path, capsys: pytest.CaptureFixt
 
     assert main(argv) == 0
     assert capsys.readouterr().out.strip() == (
-        "copied 3 run(s) from memory to memory (243 points, 1 artifacts); 0 already there"
+        "copied 3 run(s) from memory to memory (243 points, 1 artifact(s)); 0 already there"
     )
     assert main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -747,7 +747,7 @@ def copy(
         return
     click.echo(
         f"copied {len(report.copied) + len(report.replaced)} run(s) from {source} to {target} "
-        f"({report.points:,} points, {report.artifacts} artifacts); "
+        f"({report.points:,} points, {report.artifacts} artifact(s)); "
         f"{len(report.skipped)} already there"
     )
     if report.replaced:
