@@ -13,7 +13,7 @@ medians. Two numbers per contender:
 
 Sizes differ because the contenders' speeds differ by four orders of magnitude (an MLflow
 ``log_metric`` on SQLite is a committed transaction of several milliseconds): each logs enough
-points to take about a second or more. ``run.py`` calls :func:`bench_peers`; alone,
+points to take a second or more to store. ``run.py`` calls :func:`bench_peers`; alone,
 
     python benchmarks/peers.py [--quick] [--rounds 3]
 
@@ -204,11 +204,13 @@ class WorkloadError(RuntimeError):
     """A workload process failed or printed no result."""
 
 
-def run_workload(code: str, where: str, timeout: float = 600, **env: Any) -> dict[str, Any]:
-    """Run ``code`` in a fresh interpreter and return the dict it emitted."""
+def run_workload(
+    code: str, where: str, env: Mapping[str, object] | None = None, timeout: float = 600
+) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter with ``env`` added and return the dict it emitted."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES)}
     full_env.update(_QUIET)
-    full_env.update({k: str(v) for k, v in env.items()}, BENCH_WHERE=where)
+    full_env.update({k: str(v) for k, v in (env or {}).items()}, BENCH_WHERE=where)
     proc = subprocess.run(
         [sys.executable, "-c", _PRELUDE + textwrap.dedent(code)],
         capture_output=True,
@@ -253,7 +255,7 @@ class Contender:
         """Run one round in a fresh process; a failure is recorded, not raised."""
         where = self.where(round_no)
         try:
-            out = run_workload(self.code, where, N=self.points, **self.env)
+            out = run_workload(self.code, where, {"N": self.points, **self.env})
         except (WorkloadError, subprocess.TimeoutExpired) as exc:
             self.errors.append(_last_line(exc))
             return
@@ -291,7 +293,7 @@ def _contenders(root: Path, quick: bool) -> list[Contender]:
             "mltrack",
             "mltrack `run.log_metric` (Aim backend, writer process)",
             MLTRACK_AIM,
-            size(1_000_000, 50_000),
+            size(500_000, 50_000),
             lambda _: str(root / "aim"),
             COUNT_MLTRACK,
             "mltrack_aim",
@@ -301,7 +303,7 @@ def _contenders(root: Path, quick: bool) -> list[Contender]:
             "mlflow-sqlite-loop",
             "MLflow SQLite, `mlflow.log_metric` loop",
             MLFLOW_LOOP,
-            size(500, 100),
+            size(300, 100),
             lambda _: sqlite,
             COUNT_MLFLOW,
             "mlflow",
@@ -595,7 +597,7 @@ def _read_back(contenders: Iterable[Contender]) -> None:
     for (code, env), members in groups.items():
         checks = [check for c in members for check in c.stored]
         try:
-            counts = iter(run_workload(code, "", CHECKS=json.dumps(checks), **dict(env))["counts"])
+            counts = iter(run_workload(code, "", {"CHECKS": json.dumps(checks), **dict(env)})["counts"])
         except (WorkloadError, subprocess.TimeoutExpired) as exc:
             for c in members:
                 c.lost.append(f"read-back failed: {_last_line(exc)}")
