@@ -15,7 +15,13 @@ from mltrack_mlflow.settings import DB_NAME, sqlite_uri
 @pytest.fixture(autouse=True)
 def _no_mlflow_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """MLflow's own settings from the environment must not redirect these tests."""
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
+    for var in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_RUN_ID",
+        "MLTRACK_MLFLOW_BATCH",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
 

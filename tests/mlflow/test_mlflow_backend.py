@@ -294,3 +294,57 @@ def test_open_ui_serves_mlflows_ui_on_the_store_and_stops_its_process_group(back
         handle.stop()
     with pytest.raises(ProcessLookupError):
         os.killpg(handle.pid, 0)
+
+
+def test_bulk_writes_store_exactly_the_rows_log_batch_stores(
+    mlflow_dir: Path, mlflow_db_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    other = tmp_path / "log_batch"
+    other.mkdir()
+    shutil.copyfile(mlflow_db_template, other / "mlflow.db")
+    bulk = MlflowBackend.from_config(BackendConfig("mlflow", storage_path=str(mlflow_dir)))
+    assert bulk.bulk_writes
+    monkeypatch.setenv("MLTRACK_MLFLOW_BATCH", "0")
+    plain = MlflowBackend.from_config(BackendConfig("mlflow", storage_path=str(other)))
+    assert not plain.bulk_writes
+    t = 1_700_000_000.0
+    batches = [
+        MetricBatch(
+            keys=[("loss", ()), ("odd", (("subset", "val"),))],
+            key_index=[0, 0, 0, 1, 1, 1, 1],
+            steps=[3, 1, 2, 0, 1, 2, 3],
+            values=[0.3, 0.1, 0.2, math.nan, math.inf, -math.inf, 1.5],
+            timestamps=[t, t + 0.001, t + 0.002, t, t, t, t],
+        ),
+        MetricBatch(
+            keys=[("loss", ())], key_index=[0, 0], steps=[3, 2], values=[0.3, 9.0], timestamps=[t, t]
+        ),
+        MetricBatch(keys=[("loss", ())], key_index=[0], steps=[1], values=[5.0], timestamps=[t + 5]),
+    ]
+    for backend in (bulk, plain):
+        backend.mltrack_create_run(_run("9" * 24))
+        for batch in batches:
+            backend.mltrack_log_metrics("9" * 24, batch)
+
+    def rows(backend: MlflowBackend) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        db = backend.settings.db_path
+        with sqlite3.connect(str(db)) as conn:
+            metrics = conn.execute(
+                "SELECT key, value, timestamp, step, is_nan FROM metrics ORDER BY 1, 2, 3, 4, 5"
+            )
+            latest = conn.execute("SELECT key, value, timestamp, step, is_nan FROM latest_metrics ORDER BY 1")
+            return metrics.fetchall(), latest.fetchall()
+
+    assert rows(bulk) == rows(plain)
+    assert len(rows(bulk)[0]) == 9  # the repeated (step 3, 0.3) point is stored once, as MLflow does
+    for backend in (bulk, plain):
+        got = {
+            (s.name, tuple(s.context.items())): list(zip(s.steps, s.values))
+            for s in backend.mltrack_get_metrics("9" * 24, None) or []
+        }
+        assert got[("loss", ())] == [(1, 5.0), (2, 9.0), (3, 0.3)]
+        odd = got[("odd", (("subset", "val"),))]
+        assert math.isnan(odd[0][1]) and odd[1:] == [(1, math.inf), (2, -math.inf), (3, 1.5)]
+        backend.close()

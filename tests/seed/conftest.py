@@ -35,7 +35,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     if name != "memory" and importlib.util.find_spec(f"mltrack_{name}") is None:
         pytest.skip(f"mltrack-{name} is not installed")
     monkeypatch.chdir(tmp_path)
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLTRACK_MLFLOW_BATCH"):
         monkeypatch.delenv(var, raising=False)
     import mltrack
 

@@ -162,6 +162,7 @@ class MlflowBackend:
         self._ids: dict[str, str] = {}  # mltrack run id -> MLflow run id
         self._experiments: dict[str, str] = {}  # experiment name -> MLflow experiment id
         self._artifacts_dir = Path(settings.artifacts_dir)
+        self._bulk_writes: bool | None = None  # decided when the store opens
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> MlflowBackend:
@@ -378,7 +379,7 @@ class MlflowBackend:
         """Write the batch with ``log_batch``, 1000 points a call; a step repeated in it keeps its last value."""
         with self._lock, _errors(f"logging metrics of run {run_id}"):
             state = self._writable(run_id)
-            points: list[Metric] = []
+            points: list[tuple[str, float, int, int]] = []  # key, value, timestamp (ms), step
             mapping: dict[str, str] = {}
             for name, context, steps, values, timestamps in batch.groups():
                 key = m.metric_key(name, context)
@@ -388,11 +389,63 @@ class MlflowBackend:
                     )
                     state.mapped_keys.add(key)
                 s_col, v_col, t_col = m.last_per_step(steps, values, timestamps)
-                points.extend(Metric(key, v, _ms(t), s) for s, v, t in zip(s_col, v_col, t_col))
+                points.extend((key, v, _ms(t), s) for s, v, t in zip(s_col, v_col, t_col))
             if mapping:
                 self._log_tags(state.mlflow_id, mapping)
+            if self.bulk_writes:
+                self._insert_points(state.mlflow_id, points)
+                return
             for chunk in _chunks(points, MAX_METRICS_PER_CALL):
-                self.store.log_batch(state.mlflow_id, metrics=list(chunk), params=[], tags=[])
+                metrics = [Metric(key, value, ts, step) for key, value, ts, step in chunk]
+                self.store.log_batch(state.mlflow_id, metrics=metrics, params=[], tags=[])
+
+    @property
+    def bulk_writes(self) -> bool:
+        """True if points go to SQLite in one statement rather than through ``log_batch``.
+
+        MLflow's ``log_batch`` builds an ORM object per point (about 100 us each); the bulk
+        path writes the same rows to the same tables, with the same latest-value rule, in one
+        transaction. It relies on MLflow's table layout, so it is on only for SQLite stores
+        of MLflow 3 whose tables have the expected columns; ``MLTRACK_MLFLOW_BATCH=0`` turns it off.
+        """
+        if self._bulk_writes is None:
+            self._bulk_writes = False
+            if (
+                self._is_sqlite
+                and MLFLOW_VERSION.startswith("3.")
+                and os.environ.get("MLTRACK_MLFLOW_BATCH", "1").strip() not in ("0", "false", "no", "off")
+            ):
+                try:
+                    self._bulk_writes = _expected_tables(self.store.engine)
+                except Exception as exc:
+                    log.info("mltrack-mlflow: bulk writes off: %s", exc)
+        return self._bulk_writes
+
+    def _insert_points(self, mlflow_id: str, points: Sequence[tuple[str, float, int, int]]) -> None:
+        """Insert points as MLflow's SQL store does (NaN and infinities alike), in one transaction."""
+        import sqlalchemy
+
+        rows = []
+        latest: dict[str, dict[str, Any]] = {}
+        for key, value, ts, step in points:
+            is_nan = math.isnan(value)
+            stored = 0.0 if is_nan else max(-m.FLOAT_MAX, min(m.FLOAT_MAX, value))
+            row = {"key": key, "value": stored, "ts": ts, "run": mlflow_id, "step": step, "nan": is_nan}
+            rows.append(row)
+            best = latest.get(key)
+            # MLflow's rule: the latest value is the greatest (step, timestamp, value).
+            if best is None or (step, ts, stored) > (best["step"], best["ts"], best["value"]):
+                latest[key] = row
+        if not rows:
+            return
+        with self.store.engine.begin() as conn:
+            stage = conn.execute(_run_stage_query(), {"run": mlflow_id}).scalar()
+            if stage is None:
+                raise RunNotFoundError(f"mlflow backend: no MLflow run {mlflow_id!r}")
+            if stage != "active":
+                raise BackendError(f"mlflow backend: MLflow run {mlflow_id} is deleted; it takes no metrics")
+            conn.execute(sqlalchemy.text(_INSERT_METRICS), rows)
+            conn.execute(sqlalchemy.text(_UPSERT_LATEST), list(latest.values()))
 
     @hookimpl
     def mltrack_log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -781,6 +834,40 @@ class MlflowBackend:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+_METRICS_COLUMNS = {"key", "value", "timestamp", "run_uuid", "step", "is_nan"}
+_LATEST_COLUMNS = {"key", "value", "timestamp", "step", "is_nan", "run_uuid"}
+# A point already stored (same key, time, step and value) is skipped, as MLflow does.
+_INSERT_METRICS = (
+    "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+    "VALUES (:key, :value, :ts, :run, :step, :nan)"
+)
+_UPSERT_LATEST = (
+    "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
+    "VALUES (:key, :value, :ts, :step, :nan, :run) "
+    "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, "
+    "step = excluded.step, is_nan = excluded.is_nan "
+    "WHERE (excluded.step, excluded.timestamp, excluded.value) > "
+    "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
+)
+
+
+def _run_stage_query() -> Any:
+    import sqlalchemy
+
+    return sqlalchemy.text("SELECT lifecycle_stage FROM runs WHERE run_uuid = :run")
+
+
+def _expected_tables(engine: Any) -> bool:
+    """True if MLflow's ``metrics`` and ``latest_metrics`` tables have the columns the bulk path writes."""
+    import sqlalchemy
+
+    with engine.connect() as conn:
+        found = {
+            table: {row[1] for row in conn.execute(sqlalchemy.text(f"PRAGMA table_info({table})"))}
+            for table in ("metrics", "latest_metrics")
+        }
+    return found["metrics"] == _METRICS_COLUMNS and found["latest_metrics"] == _LATEST_COLUMNS
 
 
 def sqlalchemy_store_class() -> Any:
