@@ -348,3 +348,14 @@ def test_bulk_writes_store_exactly_the_rows_log_batch_stores(
         odd = got[("odd", (("subset", "val"),))]
         assert math.isnan(odd[0][1]) and odd[1:] == [(1, math.inf), (2, -math.inf), (3, 1.5)]
         backend.close()
+
+
+def test_a_store_that_cannot_take_runs_fails_create_run_in_the_trainer(tmp_path: Path) -> None:
+    import mltrack
+    from mltrack.errors import BackendError
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    mltrack.configure_backend("mlflow", storage_path=str(blocker / "store"))
+    with pytest.raises(BackendError, match="not writable"):
+        mltrack.start_run("refused")

@@ -28,7 +28,6 @@ import shutil
 import socket
 import tempfile
 import threading
-import time
 import warnings
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
@@ -61,10 +60,12 @@ from mltrack.models import (
     UiHandle,
     to_plain,
 )
+from mltrack.servers import free_port, http_ok, port_free
+from mltrack.storage import free_bytes
 from mltrack.tracker import final_metric_key
 from mltrack_mlflow import mapping as m
-from mltrack_mlflow.processes import free_port, http_ok, start_mlflow_ui
-from mltrack_mlflow.settings import MlflowSettings
+from mltrack_mlflow.processes import start_mlflow_ui
+from mltrack_mlflow.settings import MlflowSettings, storage_problems
 
 __all__ = ["MlflowBackend"]
 
@@ -75,7 +76,6 @@ MAX_PARAMS_PER_CALL = 100
 MAX_TAGS_PER_CALL = 20  # 100 is MLflow's limit; 20 long tags keep a REST request far under its 1 MB
 SEARCH_PAGE = 1000
 MLFLOW_UI_PORT = 5000
-MIN_FREE_BYTES = 16 * 2**20
 _HEX_ID = re.compile(r"^[0-9a-f]{1,64}$")
 _MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _SAFE_FILTER_VALUE = re.compile(r"^[^'`\\\"]*$")
@@ -778,7 +778,7 @@ class MlflowBackend:
             )
         self.store  # noqa: B018  (creates the database if it does not exist yet)
         if port is None:
-            port = MLFLOW_UI_PORT if _port_free(host, MLFLOW_UI_PORT) else free_port(host)
+            port = MLFLOW_UI_PORT if port_free(host, MLFLOW_UI_PORT) else free_port(host)
         ui = start_mlflow_ui(self.settings.tracking_uri, self._artifacts_dir, host=host, port=port)
         return UiHandle(url=ui.url, pid=ui.pid, stop=ui.stop)
 
@@ -805,21 +805,11 @@ class MlflowBackend:
             else:
                 db_path = self.settings.db_path
                 if db_path is not None:
-                    folder = db_path.parent
                     details["db_path"] = str(db_path)
-                    details["writable"] = _writable(folder) and (
-                        not db_path.exists() or os.access(db_path, os.W_OK)
-                    )
-                    if not details["writable"]:
-                        issues.append(f"MLflow database {db_path} is not writable: fix its permissions")
-                    with contextlib.suppress(OSError):
-                        free = shutil.disk_usage(_existing_parent(folder)).free
-                        details["free_bytes"] = free
-                        if free < MIN_FREE_BYTES:
-                            issues.append(
-                                f"the disk holding {db_path} is full ({free} bytes free): free space "
-                                "or move the store (ML_STORAGE_PATH or MLFLOW_TRACKING_URI)"
-                            )
+                    details["free_bytes"] = free_bytes(db_path.parent)
+                    problems = storage_problems(db_path)
+                    details["writable"] = not any("writable" in p or "read-only" in p for p in problems)
+                    issues.extend(problems)
             if not issues:
                 with self._lock:
                     details["experiments"] = len(self._experiment_names())
@@ -924,29 +914,3 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:
         return "unknown"
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _existing_parent(path: Path) -> Path:
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
-def _writable(folder: Path) -> bool:
-    folder = _existing_parent(folder)
-    probe = folder / f".mltrack-write-probe-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-        return True
-    except OSError:
-        return False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mltrack.config import BackendConfig
 from mltrack.hookspecs import RegisterBackend, hookimpl
+from mltrack_mlflow.settings import preflight
 
 __all__ = ["create_backend", "mltrack_register_backends"]
 
@@ -30,4 +31,5 @@ def mltrack_register_backends(register: RegisterBackend) -> None:
         # A separate writer process: the trainer never imports mlflow, and a killed trainer
         # loses nothing it handed over (its open runs are marked CRASHED).
         out_of_process=True,
+        preflight=preflight,  # a store that cannot take a run fails create_run, not the writer later
     )

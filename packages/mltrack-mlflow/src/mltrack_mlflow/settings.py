@@ -18,18 +18,28 @@ from urllib.parse import unquote
 import attrs
 
 from mltrack.config import BackendConfig, TrackingConfig, configure_backend
+from mltrack.errors import BackendError
+from mltrack.storage import storage_problems as local_problems
 
 __all__ = [
     "DB_NAME",
     "DEFAULT_STORAGE_PATH",
+    "MIN_FREE_BYTES",
+    "REFUSE_BELOW_BYTES",
     "MlflowSettings",
     "configure_mlflow_backend",
+    "preflight",
     "sqlite_uri",
+    "storage_problems",
 ]
 
 DEFAULT_STORAGE_PATH = "./mlflow_logs"
 DB_NAME = "mlflow.db"
 REMOTE_SCHEMES = ("http://", "https://")
+MIN_FREE_BYTES = 16 * 2**20
+"""Below this, health reports the disk full (SQLite needs room for its journal)."""
+REFUSE_BELOW_BYTES = 2**20
+"""Below this, a new run is refused before it starts."""
 
 
 def sqlite_uri(folder: str | os.PathLike[str]) -> str:
@@ -117,3 +127,26 @@ def configure_mlflow_backend(
     if artifacts_dir is not None:
         options["artifacts_dir"] = os.fspath(artifacts_dir)
     return configure_backend("mlflow", **options)
+
+
+def storage_problems(db_path: Path, min_free: int = MIN_FREE_BYTES) -> list[str]:
+    """Why the SQLite store at ``db_path`` cannot take writes (folder, file, free space)."""
+    fix = "move the store (ML_STORAGE_PATH or MLFLOW_TRACKING_URI)"
+    problems = local_problems(db_path.parent, min_free=min_free, what="MLflow store folder", fix=fix)
+    if db_path.exists() and not os.access(db_path, os.W_OK):
+        problems.append(f"MLflow database {db_path} is read-only: fix its permissions or {fix}")
+    return problems
+
+
+def preflight(config: BackendConfig) -> None:
+    """Raise :class:`BackendError` if the configured local store cannot take a new run.
+
+    Runs in the training process before every ``create_run`` (so it never imports mlflow); a
+    tracking server is not probed here: its faults are retried and counted by the writer.
+    """
+    db_path = MlflowSettings.from_backend_config(config).db_path
+    if db_path is None:
+        return
+    problems = storage_problems(db_path, min_free=REFUSE_BELOW_BYTES)
+    if problems:
+        raise BackendError("; ".join(problems))
