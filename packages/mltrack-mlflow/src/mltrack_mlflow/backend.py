@@ -48,6 +48,7 @@ from mltrack.config import BackendConfig
 from mltrack.errors import BackendError, RunNotFoundError
 from mltrack.hookspecs import hookimpl
 from mltrack.models import (
+    MAX_NAME_LENGTH,
     ArtifactType,
     ExperimentRun,
     ExperimentStatus,
@@ -132,6 +133,7 @@ class _OpenRun:
 
     mlflow_id: str
     config: dict[str, Any]
+    artifact_uri: str
     params: set[str] = attrs.field(factory=set)
     mapped_keys: set[str] = attrs.field(factory=set)
 
@@ -311,6 +313,7 @@ class MlflowBackend:
         state = _OpenRun(
             mlflow_id=run.info.run_id,
             config=config if isinstance(config, dict) else {},
+            artifact_uri=run.info.artifact_uri,
             params=set(run.data.params),
             mapped_keys={k for k in run.data.metrics if m.metric_mapping_tag(k) in tags},
         )
@@ -367,7 +370,9 @@ class MlflowBackend:
             except MlflowException:  # the experiment was deleted meanwhile: make it again
                 self._experiments.pop(run.experiment_name, None)
                 created = create(experiment_id=self._experiment_id(run.experiment_name))
-            state = _OpenRun(mlflow_id=created.info.run_id, config=dict(run.config))
+            state = _OpenRun(
+                mlflow_id=created.info.run_id, config=dict(run.config), artifact_uri=created.info.artifact_uri
+            )
             self._ids[run.id] = state.mlflow_id
             self._open[run.id] = state
             if config_tags:
@@ -470,8 +475,7 @@ class MlflowBackend:
         """Copy the file into the run's MLflow artifact store, metadata into ``mltrack.artifact.*``."""
         with self._lock, _errors(f"storing artifact {artifact.name!r} of run {run_id}"):
             state = self._writable(run_id)
-            run = self.store.get_run(state.mlflow_id)
-            repo = self._artifact_repo(run.info.artifact_uri)
+            repo = self._artifact_repo(state.artifact_uri)
             folder, _, file_name = artifact.name.rpartition("/")
             with tempfile.TemporaryDirectory(prefix="mltrack-mlflow-") as tmp:
                 # MLflow names the stored file after the local one: give the copy the artifact's name.
@@ -553,7 +557,7 @@ class MlflowBackend:
             run_tags = [
                 k if v in ("", "true", "True") else f"{k}={v}"
                 for k, v in tags.items()
-                if not k.startswith(("mlflow.", m.PREFIX)) and k.isprintable() and len(k) + len(v) < 250
+                if not k.startswith(("mlflow.", m.PREFIX))
             ]
         experiment = experiments.get(str(info.experiment_id))
         if experiment is None:
@@ -568,7 +572,7 @@ class MlflowBackend:
             end_time=end if status.is_finished else None,
             config=config,
             final_metrics=final_metrics,
-            tags=tuple(run_tags),
+            tags=tuple(t for t in run_tags if 0 < len(t) <= MAX_NAME_LENGTH and t.isprintable()),
             experiment_name=experiment,
             description=_description(tags),
         )
@@ -600,7 +604,13 @@ class MlflowBackend:
         """An MLflow filter string doing what it can of ``run_filter`` in the store."""
         clauses = []
         status = run_filter.status
-        if status in (ExperimentStatus.COMPLETED, ExperimentStatus.INTERRUPTED, ExperimentStatus.RUNNING):
+        # RUNNING and FAILED narrow the search; the runs that read CRASHED are dropped afterwards.
+        if status in (
+            ExperimentStatus.COMPLETED,
+            ExperimentStatus.INTERRUPTED,
+            ExperimentStatus.RUNNING,
+            ExperimentStatus.FAILED,
+        ):
             clauses.append(f"attributes.status = '{m.to_mlflow_status(status)}'")
         for tag in run_filter.tags:
             if _SAFE_FILTER_VALUE.match(tag):
