@@ -6,6 +6,8 @@ backend module, and with it mlflow, is imported only when the backend is selecte
 
 from __future__ import annotations
 
+import os
+
 from mltrack.config import BackendConfig
 from mltrack.hookspecs import RegisterBackend, hookimpl
 from mltrack_mlflow.settings import preflight
@@ -14,7 +16,13 @@ __all__ = ["create_backend", "mltrack_register_backends"]
 
 
 def create_backend(config: BackendConfig) -> object:
-    """Build the MLflow backend for ``config`` (imports mlflow)."""
+    """Build the MLflow backend for ``config`` (imports mlflow).
+
+    MLflow reports usage over the network when imported, unless told not to; mltrack imports it
+    on the user's behalf (mostly in its own writer process), so that is off unless the user set
+    ``MLFLOW_DISABLE_TELEMETRY`` themselves.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mltrack_mlflow.backend import MlflowBackend
 
     return MlflowBackend.from_config(config)
