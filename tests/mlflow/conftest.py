@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,10 @@ import pytest
 
 from mltrack_mlflow import MlflowProcess, start_mlflow_server
 from mltrack_mlflow.settings import DB_NAME, sqlite_uri
+
+# MLflow reports usage over the network when imported unless told not to; test modules import it
+# while they are collected, before any fixture runs.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @pytest.fixture(autouse=True)

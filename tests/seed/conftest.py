@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+# MLflow reports usage over the network when imported unless told not to; test modules import it
+# while they are collected, before any fixture runs.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 BACKENDS = ("memory", "aim", "mlflow")
 
