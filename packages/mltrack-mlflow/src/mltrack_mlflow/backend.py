@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import attrs
-from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.entities import ExperimentTag, Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.version import VERSION as MLFLOW_VERSION
@@ -223,7 +223,9 @@ class MlflowBackend:
             experiment = store.get_experiment_by_name(name)
             if experiment is None:
                 try:
-                    experiment_id = str(store.create_experiment(name, None, []))
+                    # MLflow's UI opens an experiment of this kind on its runs table and charts.
+                    kind = ExperimentTag(m.EXPERIMENT_KIND_TAG, m.EXPERIMENT_KIND)
+                    experiment_id = str(store.create_experiment(name, None, [kind]))
                 except MlflowException as exc:
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise

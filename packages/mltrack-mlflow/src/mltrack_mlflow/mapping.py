@@ -63,6 +63,9 @@ DESCRIPTION_TAG = "mlflow.note.content"
 LONG_DESCRIPTION_TAG = "mltrack.description"
 """A description longer than an MLflow tag holds, whole (``mlflow.note.content`` has its start)."""
 RUN_NAME_TAG = "mlflow.runName"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""What MLflow's UI calls experiments of model training runs (set on experiments mltrack creates)."""
 
 MAX_KEY = 250
 MAX_TAG_VALUE = 8000
