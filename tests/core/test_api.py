@@ -73,7 +73,7 @@ class FlakyPlugin:
 
 def test_store_failures_never_reach_the_training_loop_and_show_in_health() -> None:
     get_plugin_host().register(FlakyPlugin(), name="flaky-plugin")
-    mltrack.configure(backends=("flaky",), max_retries=1)
+    mltrack.configure(backends=("flaky",), max_retries=1, retry_window=0.2)
     run = mltrack.start_run("unlucky")
     for step in range(10):
         run.log_metric("m", float(step), step=step)  # never raises

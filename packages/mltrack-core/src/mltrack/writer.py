@@ -349,11 +349,10 @@ class Writer:
         self, run_id: str, name: str, value: float, step: int | None, context: Context, ts: float
     ) -> None:
         """Buffer one validated point (``step=None``: the metric's highest step + 1)."""
-        # The plain lock, taken by hand: about half the cost of ``with`` (a Condition is
-        # dearer still), and this runs once per logged point.
-        lock = self._lock
-        lock.acquire()
-        try:
+        # ``with`` on the plain lock (a Condition is dearer). Not acquire() + try/finally, though
+        # that is ~60 ns cheaper: a signal handler raising (SIGTERM -> Terminated) right after
+        # acquire() returns, before ``try``, would leave the lock held and hang the drain.
+        with self._lock:
             if self._logged >= self._trigger:
                 self._before_append()
             slot = self._slots.get((run_id, name, context))
@@ -370,16 +369,12 @@ class Writer:
             chunk.values.append(value)
             chunk.ts.append(ts)
             self._logged += 1
-        finally:
-            lock.release()
 
     def log_points(
         self, run_id: str, items: Mapping[str, float], step: int | None, context: Context, ts: float
     ) -> None:
         """Buffer several validated points of one step under one lock."""
-        lock = self._lock
-        lock.acquire()
-        try:
+        with self._lock:
             if self._logged >= self._trigger:
                 self._before_append()
             chunk = self._chunk
@@ -397,8 +392,6 @@ class Writer:
                 chunk.values.append(value)
                 chunk.ts.append(ts)
             self._logged += len(items)
-        finally:
-            lock.release()
 
     def _slot(self, run_id: str, name: str, context: Context) -> list[Any]:
         """The state of one metric (lock held), registered in the open chunk.
