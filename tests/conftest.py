@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# `import mlflow` reports to MLflow's telemetry service unless told not to; test modules may
+# import it at collection, before any fixture runs.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +32,13 @@ def _clean_mltrack_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "MLTRACK_FLUSH_INTERVAL",
         "MLTRACK_MAX_BUFFERED_POINTS",
         "MLTRACK_HANDLE_SIGTERM",
+        "MLTRACK_RETRY_WINDOW",
+        "MLTRACK_AIM_BATCH",
+        "MLTRACK_MLFLOW_BATCH",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_RUN_ID",
     ):
         monkeypatch.delenv(var, raising=False)
     yield
@@ -52,4 +64,24 @@ def aim_repo(tmp_path: Path, repo_template: Path) -> Path:
     """A fresh, empty Aim repository folder (holding ``.aim``) of this test's own."""
     root = tmp_path / "aim_logs"
     shutil.copytree(repo_template, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite database, created once (MLflow's migrations take seconds)."""
+    from mltrack_mlflow.backend import sqlalchemy_store_class
+    from mltrack_mlflow.settings import DB_NAME, sqlite_uri
+
+    root = tmp_path_factory.mktemp("mlflow-template")
+    sqlalchemy_store_class()(sqlite_uri(root), (root / "artifacts").as_uri()).engine.dispose()
+    return root / DB_NAME
+
+
+@pytest.fixture
+def mlflow_dir(tmp_path: Path, mlflow_db_template: Path) -> Path:
+    """A folder of this test's own holding an empty ``mlflow.db`` (a copy of the template)."""
+    root = tmp_path / "mlflow_logs"
+    root.mkdir()
+    shutil.copyfile(mlflow_db_template, root / mlflow_db_template.name)
     return root

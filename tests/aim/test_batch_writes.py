@@ -11,10 +11,11 @@ import math
 from pathlib import Path
 
 import pytest
-from _scripts import run_python
 
 import mltrack
 from mltrack_aim import configure_aim_backend
+
+from _child import run_python
 
 READER = """
 import json, math
@@ -100,9 +101,9 @@ def test_bulk_column_reads_equal_aims_own_reader(aim_repo) -> None:
     import math
 
     import numpy as np
+    from aim import Repo
     from aim.sdk.run import Run
 
-    from aim import Repo
     from mltrack_aim.columns import read_columns
 
     repo = Repo.from_path(str(aim_repo))

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from _scripts import popen_python
 
 import mltrack
 from mltrack_aim import AimProcess, configure_aim_backend
+
+from _child import popen_python
 
 WRITERS = 4
 

@@ -13,11 +13,11 @@ import signal
 import time
 from pathlib import Path
 
-from _scripts import popen_python, run_python
-
 import mltrack
 from mltrack import ExperimentStatus
 from mltrack_aim import configure_aim_backend
+
+from _child import popen_python, run_python
 
 LOSS_WINDOW = 1.0
 """Seconds before the kill within which logged points may be lost (flush interval + one batch write)."""

@@ -6,10 +6,10 @@ import json
 import urllib.request
 from pathlib import Path
 
-from _scripts import run_python
-
 import mltrack
 from mltrack_aim import AimProcess, configure_aim_backend
+
+from _child import run_python
 
 
 def _record(aim_repo: Path) -> tuple[str, str, list[float]]:
@@ -114,7 +114,7 @@ def test_runs_written_by_aim_itself_are_read_by_mltrack(aim_repo: Path) -> None:
 def test_reads_and_writes_work_while_aim_up_indexes_the_same_repository(
     aim_repo: Path, aim_ui: AimProcess
 ) -> None:
-    from _scripts import popen_python
+    from _child import popen_python
 
     writer = """
         import mltrack

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _scripts import popen_python, run_python
 
 import mltrack
 from mltrack.config import BackendConfig
 from mltrack_aim import AimProcess, AimSettings, configure_aim_backend, start_aim_ui
+
+from _child import popen_python, run_python
 
 
 def test_importing_the_plugin_does_not_import_aim() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+
 from _cli_helpers import run_cli
 
 

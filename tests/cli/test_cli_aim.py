@@ -172,9 +172,9 @@ def test_ui_starts_aims_ui_on_loopback_and_stops_it_with_its_children(runs) -> N
     import time
     import urllib.request
 
-    from _cli_helpers import MLTRACK
-
     from mltrack_aim.processes import free_port
+
+    from _cli_helpers import MLTRACK
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_"))}
     env.update(ML_TRACKING_BACKEND="aim", AIM_REPO_PATH=str(runs.repo))

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
+
 from _cli_helpers import run_cli
 
 pytest.importorskip("mltrack_aim")

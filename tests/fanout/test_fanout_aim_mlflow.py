@@ -14,27 +14,15 @@ from mltrack.factory import experiment_repository, health_sync, open_repository
 from mltrack.repository import ExperimentRepository
 
 
-@pytest.fixture(scope="module")
-def mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow SQLite database, migrated once for the module."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-    from mltrack_mlflow.settings import sqlite_uri
-
-    root = tmp_path_factory.mktemp("mlflow-template")
-    SqlAlchemyStore(sqlite_uri(root), (root / "artifacts").as_uri()).engine.dispose()
-    return root / "mlflow.db"
-
-
 @pytest.fixture
-def storage(tmp_path: Path, repo_template: Path, mlflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def storage(
+    tmp_path: Path, repo_template: Path, mlflow_db_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """ML_STORAGE_PATH holding an empty Aim repository and an empty MLflow database."""
     root = tmp_path / "store"
     shutil.copytree(repo_template, root)
-    shutil.copyfile(mlflow_db, root / "mlflow.db")
+    shutil.copyfile(mlflow_db_template, root / "mlflow.db")
     monkeypatch.setenv("ML_STORAGE_PATH", str(root))
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     return root
 
 

@@ -10,7 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _mlflow_scripts import run_python
+
+from _child import run_python
 
 _CHILD = """
     import json, sys, mltrack

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _mlflow_scripts import popen_python, run_python
+
+from _child import popen_python, run_python
 
 LOSS_WINDOW = 1.0
 """Seconds before the kill within which logged points may be lost (flush interval + one batch write)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _mlflow_scripts import run_python
+from _child import run_python
 
 CONFIG = {
     "agent_type": "PPO",

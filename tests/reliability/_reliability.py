@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
+
+import _child
 
 REPORT_ENV = "MLTRACK_RELIABILITY_REPORT"
 """If set, every test appends its measured numbers as one JSON line to this file."""
@@ -34,38 +34,17 @@ def record(case: str, **numbers: Any) -> dict[str, Any]:
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without mltrack settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_REPO"))}
-    env.update(extra or {})
-    return env
+    return _child.child_env(extra, clean=True)
 
 
 def popen_python(code: str, *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start ``code`` in a new interpreter, stdout and stderr piped as line-buffered text."""
-    return subprocess.Popen(
-        [sys.executable, "-u", "-c", textwrap.dedent(code)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-        env=child_env(env),
-    )
+    """Start ``code`` in a new interpreter without this process's mltrack settings (see :mod:`_child`)."""
+    return _child.popen_python(code, env=env, clean=True)
 
 
 def run_python(code: str, *, timeout: float = 300, env: dict[str, str] | None = None) -> Any:
-    """Run ``code`` in a new interpreter (a fresh reader); return its last stdout line as JSON."""
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env(env),
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    return json.loads(lines[-1])
+    """Run ``code`` in a new interpreter (a fresh reader) without this process's mltrack settings."""
+    return _child.run_python(code, timeout=timeout, env=env, clean=True)
 
 
 def read_run(repo: str, run_id: str, *, wait_finished: float = 0.0, metric: str = "loss") -> dict[str, Any]:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _reliability import record, repetitions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +34,8 @@ from mltrack import (
     RunStateError,
     ValidationError,
 )
+
+from _reliability import record, repetitions
 
 CI_EXAMPLES = repetitions("MLTRACK_RELIABILITY_EXAMPLES", 150)
 FULL_EXAMPLES = 1500

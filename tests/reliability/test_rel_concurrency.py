@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _reliability import popen_python, record, repetitions
 
 import mltrack
 from mltrack_aim import configure_aim_backend
 from mltrack_aim.processes import start_aim_server
+
+from _reliability import popen_python, record, repetitions
 
 PROCESSES = 8
 THREADS = 4

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from _reliability import popen_python, read_run, record, repetitions, takes_new_runs
 
 LOSS_WINDOW = 0.1

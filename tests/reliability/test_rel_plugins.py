@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from _reliability import child_env, read_run, record, repetitions
 
 CI_RUNS = repetitions("MLTRACK_RELIABILITY_PLUGIN_RUNS", 1)

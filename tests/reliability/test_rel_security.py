@@ -18,11 +18,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _reliability import child_env, read_run, record, run_python
 
 import mltrack
 from mltrack_aim import configure_aim_backend
 from mltrack_aim.processes import free_port
+
+from _reliability import child_env, read_run, record, run_python
 
 PACKAGES = Path(__file__).resolve().parents[2] / "packages"
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _reliability import popen_python, read_run, record, repetitions
 
 from mltrack.writer import UNDELIVERED_TAG
 from mltrack_aim.processes import free_port, start_aim_server
+
+from _reliability import popen_python, read_run, record, repetitions
 
 CI_RESTARTS = repetitions("MLTRACK_RELIABILITY_SERVER_RESTARTS", 1)
 FULL_RESTARTS = 5

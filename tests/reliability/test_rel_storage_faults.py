@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _reliability import record, takes_new_runs
 
 import mltrack
 from mltrack_aim import configure_aim_backend
+
+from _reliability import record, takes_new_runs
 
 POINTS = 2000
 
