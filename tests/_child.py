@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 
@@ -50,3 +52,31 @@ def popen_python(
         bufsize=1,
         env=child_env(env, clean=clean),
     )
+
+
+def kill_while_logging(
+    child: subprocess.Popen[str], *, seconds: float, min_lines: int = 0
+) -> tuple[str, list[tuple[int, float]], float]:
+    """SIGKILL a trainer after ``seconds`` (and ``min_lines`` logged points); what did it log?
+
+    The trainer prints ``run <id>`` first, then ``<step> <time the log call returned>`` per
+    point. Returns the run id, every (step, returned-at) it printed, and when it was killed.
+    """
+    assert child.stdout is not None and child.stderr is not None
+    first = child.stdout.readline().split()
+    assert first[:1] == ["run"], [*first, child.stderr.read()]
+    logged: list[tuple[int, float]] = []
+    started = time.monotonic()
+    while time.monotonic() - started < seconds or len(logged) < min_lines:
+        line = child.stdout.readline()
+        assert line, child.stderr.read() or "the trainer ended before it was killed"
+        step, at = line.split()
+        logged.append((int(step), float(at)))
+    os.kill(child.pid, signal.SIGKILL)
+    killed_at = time.time()
+    child.wait(10)
+    for line in child.stdout:  # lines printed before the kill landed (the last may be cut short)
+        fields = line.split()
+        if len(fields) == 2 and line.endswith("\n"):
+            logged.append((int(fields[0]), float(fields[1])))
+    return first[1], logged, killed_at

@@ -8,16 +8,13 @@ logged in the last flush interval plus the batch being written: the loss window.
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from pathlib import Path
 
 import mltrack
 from mltrack import ExperimentStatus
 from mltrack_aim import configure_aim_backend
 
-from _child import popen_python, run_python
+from _child import kill_while_logging, popen_python, run_python
 
 LOSS_WINDOW = 1.0
 """Seconds before the kill within which logged points may be lost (flush interval + one batch write)."""
@@ -44,23 +41,7 @@ def test_sigkilled_writer_reads_crashed_and_keeps_points_logged_before_the_loss_
     aim_repo: Path,
 ) -> None:
     child = popen_python(_child(aim_repo))
-    assert child.stdout is not None
-    first = child.stdout.readline().split()
-    assert first[0] == "run", [*first, child.stderr.read() if child.stderr else ""]
-    run_id = first[1]
-    logged: list[tuple[int, float]] = []
-    started = time.monotonic()
-    while time.monotonic() - started < 4.0 or len(logged) < 2000:
-        line = child.stdout.readline()
-        assert line, child.stderr.read() if child.stderr else "child ended"
-        step, at = line.split()
-        logged.append((int(step), float(at)))
-    os.kill(child.pid, signal.SIGKILL)
-    killed_at = time.time()
-    child.wait(10)
-    for line in child.stdout:  # lines printed before the kill landed
-        step, at = line.split()
-        logged.append((int(step), float(at)))
+    run_id, logged, killed_at = kill_while_logging(child, seconds=4.0, min_lines=2000)
 
     got = run_python(
         f"""

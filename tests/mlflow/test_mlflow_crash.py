@@ -8,14 +8,11 @@ gone from this host and marks the run CRASHED.
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from _child import popen_python, run_python
+from _child import kill_while_logging, popen_python, run_python
 
 LOSS_WINDOW = 1.0
 """Seconds before the kill within which logged points may be lost (flush interval + one batch write)."""
@@ -49,24 +46,7 @@ def test_sigkilled_trainer_reads_crashed_and_keeps_points_logged_before_the_loss
 ) -> None:
     env = {"ML_TRACKING_BACKEND": "mlflow", "ML_STORAGE_PATH": str(mlflow_dir), "MLTRACK_WRITER": writer}
     child = popen_python(_child(), env=env)
-    assert child.stdout is not None
-    first = child.stdout.readline().split()
-    assert first[:1] == ["run"], [*first, child.stderr.read() if child.stderr else ""]
-    run_id = first[1]
-    logged: list[tuple[int, float]] = []
-    started = time.monotonic()
-    while time.monotonic() - started < 3.0 or len(logged) < 500:
-        line = child.stdout.readline()
-        assert line, child.stderr.read() if child.stderr else "child ended"
-        step, at = line.split()
-        logged.append((int(step), float(at)))
-    os.kill(child.pid, signal.SIGKILL)
-    killed_at = time.time()
-    child.wait(10)
-    for line in child.stdout:  # lines printed before the kill landed (the last may be cut short)
-        fields = line.split()
-        if len(fields) == 2 and line.endswith("\n"):
-            logged.append((int(fields[0]), float(fields[1])))
+    run_id, logged, killed_at = kill_while_logging(child, seconds=3.0, min_lines=500)
 
     read = f"""
         import json, time

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from _child import kill_while_logging
 from _reliability import popen_python, read_run, record, repetitions, takes_new_runs
 
 LOSS_WINDOW = 0.1
@@ -53,23 +54,8 @@ def _kill_once(
 ) -> dict[str, object]:
     """Start a trainer, SIGKILL it at a random moment, and measure what a fresh reader finds."""
     child = popen_python(_trainer(repo))
-    assert child.stdout is not None and child.stderr is not None
-    first = child.stdout.readline().split()
-    assert first and first[0] == "run", child.stderr.read()
-    run_id = first[1]
-    logged: list[tuple[int, float]] = []
     run_for = rng.uniform(earliest, latest)
-    started = time.monotonic()
-    while time.monotonic() - started < run_for:
-        step, at = child.stdout.readline().split()
-        logged.append((int(step), float(at)))
-    os.kill(child.pid, signal.SIGKILL)
-    killed_at = time.time()
-    child.wait(10)
-    for line in child.stdout:  # lines the trainer printed before it died
-        parts = line.split()
-        if len(parts) == 2:
-            logged.append((int(parts[0]), float(parts[1])))
+    run_id, logged, killed_at = kill_while_logging(child, seconds=run_for)
 
     got = read_run(str(repo), run_id, wait_finished=CRASHED_WITHIN)
     stored = set(got["steps"])
