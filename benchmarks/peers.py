@@ -82,19 +82,6 @@ if spec("mltrack_mlflow"):
 emit(**found)
 """
 
-MLTRACK_AIM = """
-import mltrack
-mltrack.configure_backend("aim", repo_path=WHERE)
-run = mltrack.start_run("bench-peers")
-t0 = time.perf_counter()
-for i in range(N):
-    run.log_metric("loss", value(i), step=i)
-t1 = time.perf_counter()
-run.finish()
-t2 = time.perf_counter()
-emit(calling_s=t1 - t0, durable_s=t2 - t0, run=run.id)
-"""
-
 # ML_TRACKING_BACKEND=mlflow and ML_STORAGE_PATH come from the environment, as a user sets them.
 MLTRACK_ENV = """
 import mltrack
@@ -107,6 +94,12 @@ run.finish()
 t2 = time.perf_counter()
 emit(calling_s=t1 - t0, durable_s=t2 - t0, run=run.id)
 """
+
+# The same loop on Aim, configured in code.
+MLTRACK_AIM = """
+import mltrack
+mltrack.configure_backend("aim", repo_path=WHERE)
+""" + MLTRACK_ENV.replace("import mltrack\n", "", 1)
 
 MLFLOW_LOOP = """
 import mlflow
