@@ -230,11 +230,11 @@ class HookSink:
     def _deliver_to(self, target: Any, op: Op) -> bool:
         """Call one target, retrying with backoff; False (counted) if it never took ``op``.
 
-        Errors are retried ``max_retries`` times. A connection-type error (an ``OSError``, or
-        an error raised from one: a server restarting, a network blip) is retried on for up to ``retry_window`` seconds,
-        so an outage that short loses nothing; a target that stays down that long is then
-        marked down, and later operations get the quick retries only until it answers again,
-        so an outage stalls the writer once, not once per operation.
+        Errors are retried ``max_retries`` times. A connection-type error (an ``OSError``, or an
+        error raised from one: a server restarting, a network blip) is retried on for up to
+        ``retry_window`` seconds, so an outage that short loses nothing; a target that stays
+        down that long is then marked down, and later operations get the quick retries only
+        until it answers again, so an outage stalls the writer once, not once per operation.
         """
         started = time.monotonic()
         attempt = 0
