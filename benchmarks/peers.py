@@ -197,6 +197,17 @@ class WorkloadError(RuntimeError):
     """A workload process failed or printed no result."""
 
 
+def run_fresh(source: str, env: Mapping[str, str], timeout: float) -> dict[str, Any]:
+    """Run ``source`` in a fresh interpreter with exactly ``env``; return the dict it printed as ``RESULT {...}``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, env=dict(env), timeout=timeout
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])  # type: ignore[no-any-return]
+    raise WorkloadError(f"workload failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
 def run_workload(
     code: str, where: str, env: Mapping[str, object] | None = None, timeout: float = 600
 ) -> dict[str, Any]:
@@ -204,17 +215,7 @@ def run_workload(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES)}
     full_env.update(_QUIET)
     full_env.update({k: str(v) for k, v in (env or {}).items()}, BENCH_WHERE=where)
-    proc = subprocess.run(
-        [sys.executable, "-c", _PRELUDE + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])  # type: ignore[no-any-return]
-    raise WorkloadError(f"workload failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return run_fresh(_PRELUDE + textwrap.dedent(code), full_env, timeout)
 
 
 # --- contenders --------------------------------------------------------------------------

@@ -12,7 +12,6 @@ mltrack and Aim interleaved, repeated; the table reports medians and their ratio
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -214,17 +213,7 @@ def run_workload(code: str, repo: Path, timeout: float = 1800, **env: Any) -> di
         run_workload(INIT_REPO, repo)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_"))}
     full_env.update({k: str(v) for k, v in env.items()}, BENCH_REPO=str(repo))
-    proc = subprocess.run(
-        [sys.executable, "-c", _PRELUDE + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])  # type: ignore[no-any-return]
-    raise RuntimeError(f"workload failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return peers.run_fresh(_PRELUDE + textwrap.dedent(code), full_env, timeout)
 
 
 def median(values: list[float]) -> float:
