@@ -54,6 +54,29 @@ def popen_python(
     )
 
 
+def logging_trainer(setup: str, *, value: str, pause_every: int, pause: float) -> str:
+    """A trainer for :func:`kill_while_logging`: logs ``loss`` (``value``, an expression of ``step``) forever.
+
+    ``setup`` configures mltrack (it may be empty: the environment then does) and ends with a
+    ``run = ...`` line; the trainer prints ``run <id>``, then ``<step> <time the call returned>``
+    per point, and sleeps ``pause`` seconds every ``pause_every`` points.
+    """
+    return (
+        "import time, mltrack\n"
+        + textwrap.dedent(setup).strip()
+        + f"""
+print("run", run.id, flush=True)
+step = 0
+while True:
+    run.log_metric("loss", {value}, step=step)
+    print(step, time.time(), flush=True)
+    step += 1
+    if step % {pause_every} == 0:
+        time.sleep({pause})
+"""
+    )
+
+
 def kill_while_logging(
     child: subprocess.Popen[str], *, seconds: float, min_lines: int = 0
 ) -> tuple[str, list[tuple[int, float]], float]:

@@ -14,27 +14,19 @@ import mltrack
 from mltrack import ExperimentStatus
 from mltrack_aim import configure_aim_backend
 
-from _child import kill_while_logging, popen_python, run_python
+from _child import kill_while_logging, logging_trainer, popen_python, run_python
 
 LOSS_WINDOW = 1.0
 """Seconds before the kill within which logged points may be lost (flush interval + one batch write)."""
 
 
 def _child(repo: Path) -> str:
-    return f"""
-        import time, mltrack
+    setup = f"""
         from mltrack_aim import configure_aim_backend
         configure_aim_backend(repo_path={str(repo)!r}, experiment_name="crash")
         run = mltrack.start_run(config={{"learning_rate": 0.001}})
-        print("run", run.id, flush=True)
-        step = 0
-        while True:
-            run.log_metric("loss", float(step), step=step)
-            print(step, time.time(), flush=True)
-            step += 1
-            if step % 50 == 0:
-                time.sleep(0.005)
     """
+    return logging_trainer(setup, value="float(step)", pause_every=50, pause=0.005)
 
 
 def test_sigkilled_writer_reads_crashed_and_keeps_points_logged_before_the_loss_window(

@@ -12,25 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from _child import kill_while_logging, popen_python, run_python
+from _child import kill_while_logging, logging_trainer, popen_python, run_python
 
 LOSS_WINDOW = 1.0
 """Seconds before the kill within which logged points may be lost (flush interval + one batch write)."""
 
 
 def _child() -> str:
-    return """
-        import time, mltrack
-        run = mltrack.start_run("crash", {"learning_rate": 0.001})
-        print("run", run.id, flush=True)
-        step = 0
-        while True:
-            run.log_metric("loss", float(step), step=step)
-            print(step, time.time(), flush=True)
-            step += 1
-            if step % 50 == 0:
-                time.sleep(0.01)
-    """
+    setup = 'run = mltrack.start_run("crash", {"learning_rate": 0.001})'
+    return logging_trainer(setup, value="float(step)", pause_every=50, pause=0.01)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from _child import kill_while_logging
+from _child import kill_while_logging, logging_trainer
 from _reliability import popen_python, read_run, record, repetitions, takes_new_runs
 
 LOSS_WINDOW = 0.1
@@ -33,20 +33,12 @@ FULL_INIT_KILLS = 10
 
 
 def _trainer(repo: Path) -> str:
-    return f"""
-        import time, mltrack
+    setup = f"""
         from mltrack_aim import configure_aim_backend
         configure_aim_backend(repo_path={str(repo)!r}, experiment_name="crash")
         run = mltrack.start_run(config={{"learning_rate": 0.001}})
-        print("run", run.id, flush=True)
-        step = 0
-        while True:
-            run.log_metric("loss", 1.0 / (step + 1), step=step)
-            print(step, time.time(), flush=True)
-            step += 1
-            if step % 100 == 0:
-                time.sleep(0.002)
     """
+    return logging_trainer(setup, value="1.0 / (step + 1)", pause_every=100, pause=0.002)
 
 
 def _kill_once(
