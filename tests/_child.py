@@ -103,3 +103,16 @@ def kill_while_logging(
         if len(fields) == 2 and line.endswith("\n"):
             logged.append((int(fields[0]), float(fields[1])))
     return first[1], logged, killed_at
+
+
+def assert_kept_before_window(
+    logged: list[tuple[int, float]], killed_at: float, window: float, stored_steps: list[int]
+) -> None:
+    """Every point whose log call returned more than ``window`` s before the kill was stored, in order."""
+    stored = set(stored_steps)
+    must_have = [step for step, at in logged if at < killed_at - window]
+    assert must_have, "the child logged nothing before the loss window"
+    missing = [s for s in must_have if s not in stored]
+    assert not missing, f"{len(missing)} points logged before the loss window are lost: {missing[:10]}"
+    # a prefix of the steps: nothing out of order survived alone
+    assert stored_steps == list(range(len(stored_steps)))
