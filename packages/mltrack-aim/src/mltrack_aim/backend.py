@@ -47,6 +47,7 @@ from mltrack.models import (
     to_plain,
 )
 from mltrack.servers import http_ok, port_free
+from mltrack.storage import free_bytes
 from mltrack_aim.batch import MetricWriter, aim_version, batch_path_enabled
 from mltrack_aim.columns import read_columns
 from mltrack_aim.processes import start_aim_ui
@@ -490,8 +491,7 @@ class AimBackend:
             aim_dir = Path(self.repo.path)
             problems = storage_problems(aim_dir.parent)
             details["writable"] = is_writable(aim_dir)
-            with contextlib.suppress(OSError):
-                details["free_bytes"] = shutil.disk_usage(aim_dir).free
+            details["free_bytes"] = free_bytes(aim_dir)
             issues.extend(problems)
         if not issues:
             try:
