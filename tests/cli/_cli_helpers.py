@@ -10,8 +10,18 @@ from pathlib import Path
 MLTRACK = str(Path(sys.executable).parent / "mltrack")
 
 
+def run_mltrack(*args: str, input: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``mltrack`` command with no mltrack, Aim or MLflow settings but ``env``."""
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
+    }
+    full_env.update(COLUMNS="160", MLFLOW_DISABLE_TELEMETRY="true")
+    full_env.update(env)
+    return subprocess.run(
+        [MLTRACK, *args], capture_output=True, text=True, env=full_env, input=input, timeout=300
+    )
+
+
 def run_cli(repo: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed ``mltrack`` command against an Aim repository."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_"))}
-    env.update(ML_TRACKING_BACKEND="aim", AIM_REPO_PATH=str(repo), COLUMNS="160")
-    return subprocess.run([MLTRACK, *args], capture_output=True, text=True, env=env, input=input, timeout=300)
+    return run_mltrack(*args, input=input, ML_TRACKING_BACKEND="aim", AIM_REPO_PATH=str(repo))

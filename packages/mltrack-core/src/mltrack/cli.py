@@ -829,8 +829,26 @@ def health(as_json: bool) -> None:
         raise SystemExit(EXIT_ERROR)
 
 
+def _error(message: str) -> int:
+    """Print ``error: <message>`` as one line on stderr; the exit code of a failed command."""
+    click.echo("error: " + " ".join(message.split()), err=True)
+    return EXIT_ERROR
+
+
+def _os_error_message(exc: OSError) -> str:
+    """An OSError in words, with the path and what to check (instead of a traceback)."""
+    what = exc.strerror or str(exc)
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{what}{where}: check that the path is right and that you may read and write there"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    Every failure ends here as one line on stderr (``error: ...``, exit code 1) rather than a
+    traceback: the user needs the fix, not the stack. Usage errors keep click's message and
+    exit code 2.
+    """
     from mltrack.errors import MLTrackError
 
     try:
@@ -842,11 +860,11 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("Aborted.", err=True)
         return EXIT_ERROR
     except click.ClickException as exc:
-        exc.show()
-        return EXIT_ERROR
+        return _error(exc.format_message())
     except MLTrackError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        return EXIT_ERROR
+        return _error(str(exc))
+    except OSError as exc:
+        return _error(_os_error_message(exc))
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     return result if isinstance(result, int) else 0
