@@ -51,7 +51,7 @@ from mltrack.storage import free_bytes
 from mltrack_aim.batch import MetricWriter, aim_version, batch_path_enabled
 from mltrack_aim.columns import read_columns
 from mltrack_aim.processes import start_aim_ui
-from mltrack_aim.settings import AimSettings, is_writable, storage_problems
+from mltrack_aim.settings import AimSettings, is_writable, require_repo, storage_problems
 from mltrack_aim.store import RunIndex, drop_read_snapshots, open_repo, writer_state
 
 __all__ = ["AimBackend"]
@@ -109,7 +109,15 @@ class AimBackend:
 
     def __init__(self, settings: AimSettings) -> None:
         self.settings = settings
-        self.repo: Any = open_repo(settings.repo)
+        if settings.must_exist:
+            require_repo(settings)  # reading a mistyped path must not leave an empty repository there
+        try:
+            self.repo: Any = open_repo(settings.repo)
+        except OSError as exc:
+            raise BackendError(
+                f"cannot open the Aim repository {settings.repo} ({settings.source}): "
+                f"{exc.strerror or exc}: fix the folder or point {settings.source} elsewhere"
+            ) from exc
         self.index = RunIndex(self.repo, timeout=settings.index_timeout)
         self._runs: dict[str, Any] = {}  # aim.Run objects open for writing, by run id
         self._writers: dict[str, MetricWriter] = {}
@@ -489,7 +497,7 @@ class AimBackend:
                 )
         else:
             aim_dir = Path(self.repo.path)
-            problems = storage_problems(aim_dir.parent)
+            problems = storage_problems(aim_dir.parent, setting=self.settings.source)
             details["writable"] = is_writable(aim_dir)
             details["free_bytes"] = free_bytes(aim_dir)
             issues.extend(problems)

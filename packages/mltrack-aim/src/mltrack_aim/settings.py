@@ -14,8 +14,8 @@ from typing import Any
 
 import attrs
 
-from mltrack.config import BackendConfig, TrackingConfig, configure_backend
-from mltrack.errors import BackendError
+from mltrack.config import BackendConfig, TrackingConfig, configure_backend, storage_path_setting
+from mltrack.errors import BackendError, StoreNotFoundError
 from mltrack.storage import is_writable
 from mltrack.storage import storage_problems as local_problems
 
@@ -28,6 +28,7 @@ __all__ = [
     "configure_aim_backend",
     "is_writable",
     "preflight",
+    "require_repo",
     "storage_problems",
 ]
 
@@ -52,6 +53,10 @@ class AimSettings:
     """Seconds to keep retrying when another process (``aim up``) holds Aim's index lock."""
     crash_grace: float = 45.0
     """Seconds past a missed Aim check-in before a run on another host reads as CRASHED."""
+    source: str = "AIM_REPO_PATH"
+    """The setting ``repo`` came from, named in error messages so the user fixes that one."""
+    must_exist: bool = False
+    """Open an existing repository only (for reading): never create one."""
 
     @property
     def is_remote(self) -> bool:
@@ -67,13 +72,7 @@ class AimSettings:
     def from_backend_config(cls, config: BackendConfig) -> AimSettings:
         """Resolve the settings mltrack hands to the ``aim`` backend factory."""
         options: Mapping[str, Any] = config.options
-        raw = (
-            options.get("repo_path")
-            or os.environ.get("AIM_REPO_PATH")
-            or config.storage_path
-            or DEFAULT_REPO_PATH
-        )
-        raw = str(raw)
+        raw, source = _location(options, config.storage_path)
         if raw.startswith(REMOTE_SCHEME):
             repo = raw.rstrip("/")
             # A server's files are not ours to write: artifact copies stay on this machine.
@@ -90,7 +89,20 @@ class AimSettings:
             artifacts_dir=str(artifacts.expanduser().resolve()),
             index_timeout=float(options.get("index_timeout", 10.0)),
             crash_grace=float(options.get("crash_grace", 45.0)),
+            source=source,
+            must_exist=config.must_exist,
         )
+
+
+def _location(options: Mapping[str, Any], storage_path: str | None) -> tuple[str, str]:
+    """Where the repository is, and the setting that said so (in the order of precedence)."""
+    if options.get("repo_path"):
+        return str(options["repo_path"]), "the repo_path option"
+    if os.environ.get("AIM_REPO_PATH"):
+        return os.environ["AIM_REPO_PATH"], "AIM_REPO_PATH"
+    if storage_path:
+        return storage_path, storage_path_setting(storage_path)
+    return DEFAULT_REPO_PATH, "the default: set ML_STORAGE_PATH to choose another"
 
 
 def configure_aim_backend(
@@ -113,17 +125,41 @@ def configure_aim_backend(
     return configure_backend("aim", **options)
 
 
-def storage_problems(repo: str | os.PathLike[str], min_free: int = MIN_FREE_BYTES) -> list[str]:
+def storage_problems(
+    repo: str | os.PathLike[str], min_free: int = MIN_FREE_BYTES, setting: str = "AIM_REPO_PATH"
+) -> list[str]:
     """What keeps the local repository folder ``repo`` from taking writes: not writable, disk full.
 
     Checks the folder holding ``.aim`` (or, before the repository exists, the nearest existing
     parent it would be created in) with a write probe and the free space (``min_free`` bytes
-    at least). A few system calls: cheap enough to run before every new run.
+    at least). A few system calls: cheap enough to run before every new run. ``setting`` is
+    the one the user chose the repository with (:attr:`AimSettings.source`), named in the fix.
     """
     aim_dir = Path(repo) / ".aim"
     target = aim_dir if aim_dir.is_dir() else Path(repo)
     what = "Aim repository" if target == aim_dir else "folder"
-    return local_problems(target, min_free=min_free, what=what, fix="move the repository (AIM_REPO_PATH)")
+    return local_problems(target, min_free=min_free, what=what, fix=f"move the repository ({setting})")
+
+
+def require_repo(settings: AimSettings) -> None:
+    """Raise :class:`StoreNotFoundError` unless the local repository exists (reading creates none).
+
+    A few system calls, no aim import; an ``aim://`` server is not probed (its errors say so).
+    """
+    if settings.is_remote:
+        return
+    try:
+        found = (Path(settings.repo) / ".aim").is_dir()
+    except OSError as exc:  # e.g. a folder the user may not enter
+        raise BackendError(
+            f"cannot read the Aim repository {settings.repo} ({settings.source}): "
+            f"{exc.strerror or exc}: fix its permissions or point {settings.source} elsewhere"
+        ) from exc
+    if not found:
+        raise StoreNotFoundError(
+            f"no Aim repository at {settings.repo} ({settings.source}): "
+            "check the path, or write a run there first"
+        )
 
 
 def preflight(config: BackendConfig) -> None:
@@ -135,6 +171,6 @@ def preflight(config: BackendConfig) -> None:
     settings = AimSettings.from_backend_config(config)
     if settings.is_remote:
         return
-    problems = storage_problems(settings.repo, min_free=REFUSE_BELOW_BYTES)
+    problems = storage_problems(settings.repo, min_free=REFUSE_BELOW_BYTES, setting=settings.source)
     if problems:
         raise BackendError("; ".join(problems))

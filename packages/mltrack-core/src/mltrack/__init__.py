@@ -57,6 +57,7 @@ _EXPORTS = {
     "PluginLoadError": "mltrack.errors",
     "RunNotFoundError": "mltrack.errors",
     "RunStateError": "mltrack.errors",
+    "StoreNotFoundError": "mltrack.errors",
     "UnknownBackendError": "mltrack.errors",
     "ValidationError": "mltrack.errors",
 }

@@ -22,6 +22,7 @@ from mltrack import __version__
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from mltrack.config import TrackingConfig
     from mltrack.models import ExperimentSummary, MetricSeries
     from mltrack.repository import ExperimentRepository
 
@@ -32,10 +33,22 @@ STATUSES = ("running", "completed", "failed", "interrupted", "crashed")
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _repo() -> ExperimentRepository:
-    from mltrack.factory import experiment_repository
+def _read_config() -> TrackingConfig:
+    """The configured stores, to be read: where there is none, that is an error, none is created."""
+    import attrs
 
-    return experiment_repository()
+    from mltrack.config import current_config
+
+    return attrs.evolve(current_config(), must_exist=True)
+
+
+def _repo() -> ExperimentRepository:
+    """The configured stores, opened for reading until the command ends."""
+    from mltrack.factory import open_repository
+
+    repo = open_repository(_read_config())
+    click.get_current_context().call_on_close(repo.close)
+    return repo
 
 
 def _console(stderr: bool = False) -> Console:
@@ -647,9 +660,10 @@ def ui(host: str, port: int | None) -> None:
 
     Example: mltrack ui --port 43800
     """
-    from mltrack.factory import _active_backends
+    from mltrack.plugins import get_plugin_host
 
-    backends = _active_backends()
+    backends = get_plugin_host().activate(_read_config(), tolerate_secondary=True)
+    click.get_current_context().call_on_close(backends.close)
     handle = backends.read("mltrack_open_ui", host=host, port=port)
     if handle is None:
         raise click.ClickException(f"backend {backends.primary!r} has no web UI")
@@ -684,7 +698,7 @@ def rm(runs: tuple[str, ...], yes: bool) -> None:
     click.echo(f"deleted {len(summaries)} run(s): {names}")
 
 
-def _options(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
+def _options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -738,7 +752,11 @@ def copy(
             f"--from and --to are the same store ({source}): give the target its own location, "
             "e.g. --to-option repo_path=/other/place"
         )
-    with open_repository(source, **src_opts) as src, open_repository(target, **dst_opts) as dst:
+    # The source is read (it must exist); the target is written (created if need be).
+    with (
+        open_repository(source, must_exist=True, **src_opts) as src,
+        open_repository(target, **dst_opts) as dst,
+    ):
         report = src.copy_to_sync(dst, runs or None)
     if as_json:
         import attrs
@@ -807,7 +825,7 @@ def health(as_json: bool) -> None:
     """
     from mltrack.factory import health_sync
 
-    status = health_sync()
+    status = health_sync(_read_config())
     if as_json:
         _echo_json(
             {

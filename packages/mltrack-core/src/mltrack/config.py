@@ -20,6 +20,7 @@ __all__ = [
     "configure_backend",
     "current_config",
     "reset_configuration",
+    "storage_path_setting",
 ]
 
 DEFAULT_EXPERIMENT_NAME = "default"
@@ -56,6 +57,20 @@ class BackendConfig:
     storage_path: str | None = None
     experiment_name: str = DEFAULT_EXPERIMENT_NAME
     options: Mapping[str, Any] = attrs.field(factory=dict)
+    must_exist: bool = False
+    """Open an existing store only (for reading): raise :class:`mltrack.errors.StoreNotFoundError`
+    rather than create an empty store where none is. Writers leave it False."""
+
+
+def storage_path_setting(storage_path: str | None) -> str:
+    """The setting ``storage_path`` came from, as error messages name it for the user.
+
+    ``ML_STORAGE_PATH`` when the environment holds that value, else the option of
+    :func:`configure_backend` (code wins over the environment, so that is where it came from).
+    """
+    if storage_path is not None and os.environ.get("ML_STORAGE_PATH") == storage_path:
+        return "ML_STORAGE_PATH"
+    return "the storage_path option of configure_backend"
 
 
 @attrs.frozen
@@ -86,6 +101,9 @@ class TrackingConfig:
     """Store config values whose names look like secrets (password, token, api_key) as given."""
     writer: str = "auto"
     """``thread`` (in this process), ``process`` (a writer process) or ``auto`` (the backend's choice)."""
+    must_exist: bool = False
+    """Open existing stores only: reading (the ``mltrack`` command) must not create an empty
+    store at a mistyped path. Handed to each backend as :attr:`BackendConfig.must_exist`."""
 
     @classmethod
     def from_env(cls) -> TrackingConfig:
@@ -111,6 +129,7 @@ class TrackingConfig:
             storage_path=self.storage_path,
             experiment_name=self.experiment_name,
             options=dict(self.backend_options.get(name, {})),
+            must_exist=self.must_exist,
         )
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "PluginLoadError",
     "RunNotFoundError",
     "RunStateError",
+    "StoreNotFoundError",
     "UnknownBackendError",
     "ValidationError",
 ]
@@ -61,6 +62,10 @@ class PluginLoadError(MLTrackError, ImportError):
 
 class BackendError(MLTrackError):
     """A backend failed to store or read data."""
+
+
+class StoreNotFoundError(BackendError, LookupError):
+    """A store opened for reading does not exist (a mistyped path, or nothing written there yet)."""
 
 
 class RunNotFoundError(MLTrackError, LookupError):

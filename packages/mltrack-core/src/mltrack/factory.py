@@ -145,13 +145,18 @@ def experiment_repository() -> ExperimentRepository:
     return ExperimentRepository(_active_backends(), before_read=_flush_live_session)
 
 
-def open_repository(backend: str | TrackingConfig, **options: Any) -> ExperimentRepository:
+def open_repository(
+    backend: str | TrackingConfig, *, must_exist: bool = False, **options: Any
+) -> ExperimentRepository:
     """A repository over a store of its own: ``open_repository("aim", repo_path="/data/aim")``.
 
     ``backend`` is a backend name (its settings: the current configuration's, overridden by
     ``options``) or a whole :class:`TrackingConfig`. Unlike :func:`experiment_repository`
     it can open a store other than the configured one (to copy runs between stores); close
-    it when done (it is a context manager).
+    it when done (it is a context manager). ``must_exist=True`` opens an existing store only:
+    where there is none, :class:`mltrack.errors.StoreNotFoundError` says so instead of an
+    empty store being created (for reading; a fan-out's secondary stores that cannot open
+    stand in as failed ones, as for tracking, since reads come from the primary).
     """
     if isinstance(backend, TrackingConfig):
         config = backend
@@ -161,7 +166,10 @@ def open_repository(backend: str | TrackingConfig, **options: Any) -> Experiment
         config = attrs.evolve(
             base, backends=(backend,), backend_options={**base.backend_options, backend: merged}
         )
-    return ExperimentRepository(get_plugin_host().activate(config), owns_backends=True)
+    if must_exist:
+        config = attrs.evolve(config, must_exist=True)
+    backends = get_plugin_host().activate(config, tolerate_secondary=config.must_exist and not config.strict)
+    return ExperimentRepository(backends, owns_backends=True)
 
 
 async def get_experiment_repository() -> ExperimentRepository:
@@ -183,12 +191,30 @@ def start_run(
     return ActiveRun(session, run)
 
 
-def health_sync() -> HealthStatus:
-    """Whether tracking works right now (blocking form of :func:`health_check`)."""
+def health_sync(config: TrackingConfig | None = None) -> HealthStatus:
+    """Whether tracking works right now (blocking form of :func:`health_check`).
+
+    ``config`` checks the stores it names instead of the ones in use (``mltrack health``
+    passes the configuration with ``must_exist``, so a missing store is reported, not created).
+    """
+    if config is None:
+        try:
+            backends = _active_backends()
+        except MLTrackError as exc:
+            return HealthStatus(False, (str(exc),), backend=",".join(current_config().backends), details={})
+        return _health(backends, _session)
     try:
-        backends = _active_backends()
+        own = get_plugin_host().activate(config, tolerate_secondary=not config.strict)
     except MLTrackError as exc:
-        return HealthStatus(False, (str(exc),), backend="", details={})
+        return HealthStatus(False, (str(exc),), backend=",".join(config.backends), details={})
+    try:
+        return _health(own, None)
+    finally:
+        own.close()
+
+
+def _health(backends: ActiveBackends, session: TrackingSession | None) -> HealthStatus:
+    """Each backend's health and, when ``session`` is given, its writer's counts."""
     issues: list[str] = []
     details: dict[str, Any] = {"backends": {}}
     for name, answer in backends.health():
@@ -201,7 +227,6 @@ def health_sync() -> HealthStatus:
             issues.append(f"{name}: health check raised {type(answer).__name__}: {answer}")
         else:
             details["backends"][name] = {"is_healthy": True}
-    session = _session
     if session is not None:
         stats = session.stats
         details["writer"] = {

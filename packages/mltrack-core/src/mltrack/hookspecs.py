@@ -61,7 +61,10 @@ def mltrack_register_backends(register: RegisterBackend) -> None:
     preflight=None)`` once per backend.
     ``factory(config: BackendConfig) -> object`` builds the backend object (whose methods
     are ``@hookimpl`` implementations of the write, read and health hooks); it is called
-    only when the backend is selected, so heavy imports belong inside it. ``persistent``
+    only when the backend is selected, so heavy imports belong inside it. When
+    ``config.must_exist`` is set (the store is opened for reading, e.g. by the ``mltrack``
+    command), the factory must not create a store: where there is none it raises
+    :class:`mltrack.errors.StoreNotFoundError` naming the path and the setting. ``persistent``
     says whether data survives the process (``memory`` does not, so it is never chosen by
     default). ``out_of_process=True`` asks for a separate writer process: the training
     process then never imports the store, and a killed training process loses nothing it

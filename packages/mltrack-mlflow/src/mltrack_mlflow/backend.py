@@ -66,7 +66,7 @@ from mltrack.storage import free_bytes
 from mltrack.tracker import final_metric_key
 from mltrack_mlflow import mapping as m
 from mltrack_mlflow.processes import start_mlflow_ui
-from mltrack_mlflow.settings import MlflowSettings, storage_problems
+from mltrack_mlflow.settings import MlflowSettings, require_store, storage_problems
 
 __all__ = ["MlflowBackend"]
 
@@ -157,6 +157,8 @@ class MlflowBackend:
     """An MLflow tracking store (local SQLite database or ``http://`` server) as an mltrack backend."""
 
     def __init__(self, settings: MlflowSettings) -> None:
+        if settings.must_exist:
+            require_store(settings)  # reading a mistyped path must not leave an empty database there
         self.settings = settings
         self._lock = threading.RLock()
         self._store_obj: Any = None
@@ -819,7 +821,7 @@ class MlflowBackend:
                 if db_path is not None:
                     details["db_path"] = str(db_path)
                     details["free_bytes"] = free_bytes(db_path.parent)
-                    problems = storage_problems(db_path)
+                    problems = storage_problems(db_path, setting=self.settings.source)
                     details["writable"] = not any("writable" in p or "read-only" in p for p in problems)
                     issues.extend(problems)
             if not issues:

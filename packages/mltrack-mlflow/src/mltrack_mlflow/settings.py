@@ -17,8 +17,8 @@ from urllib.parse import unquote
 
 import attrs
 
-from mltrack.config import BackendConfig, TrackingConfig, configure_backend
-from mltrack.errors import BackendError
+from mltrack.config import BackendConfig, TrackingConfig, configure_backend, storage_path_setting
+from mltrack.errors import BackendError, StoreNotFoundError
 from mltrack.storage import storage_problems as local_problems
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "MlflowSettings",
     "configure_mlflow_backend",
     "preflight",
+    "require_store",
     "sqlite_uri",
     "storage_problems",
 ]
@@ -61,6 +62,10 @@ class MlflowSettings:
     artifacts_dir: str
     """Local store: the artifact root of experiments mltrack creates. Server: where mltrack
     keeps downloaded copies of artifacts (the server stores the originals)."""
+    source: str = "MLFLOW_TRACKING_URI"
+    """The setting the store's location came from, named in error messages."""
+    must_exist: bool = False
+    """Open an existing store only (for reading): never create a database."""
 
     @property
     def is_remote(self) -> bool:
@@ -81,12 +86,7 @@ class MlflowSettings:
         """Resolve the settings mltrack hands to the ``mlflow`` backend factory."""
         options: Mapping[str, Any] = config.options
         storage = config.storage_path
-        raw = str(
-            options.get("tracking_uri")
-            or os.environ.get("MLFLOW_TRACKING_URI")
-            or storage
-            or DEFAULT_STORAGE_PATH
-        )
+        raw, source = _location(options, storage)
         uri = raw.rstrip("/") if _is_uri(raw) else sqlite_uri(raw)
         artifacts = options.get("artifacts_dir")
         if not artifacts:
@@ -101,7 +101,20 @@ class MlflowSettings:
             tracking_uri=uri,
             experiment_name=config.experiment_name,
             artifacts_dir=str(Path(artifacts).expanduser().resolve()),
+            source=source,
+            must_exist=config.must_exist,
         )
+
+
+def _location(options: Mapping[str, Any], storage_path: str | None) -> tuple[str, str]:
+    """Where the store is, and the setting that said so (in the order of precedence)."""
+    if options.get("tracking_uri"):
+        return str(options["tracking_uri"]), "the tracking_uri option"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
+    if storage_path:
+        return storage_path, storage_path_setting(storage_path)
+    return DEFAULT_STORAGE_PATH, "the default: set ML_STORAGE_PATH to choose another"
 
 
 def configure_mlflow_backend(
@@ -129,13 +142,41 @@ def configure_mlflow_backend(
     return configure_backend("mlflow", **options)
 
 
-def storage_problems(db_path: Path, min_free: int = MIN_FREE_BYTES) -> list[str]:
-    """Why the SQLite store at ``db_path`` cannot take writes (folder, file, free space)."""
-    fix = "move the store (ML_STORAGE_PATH or MLFLOW_TRACKING_URI)"
+def storage_problems(
+    db_path: Path, min_free: int = MIN_FREE_BYTES, setting: str = "ML_STORAGE_PATH or MLFLOW_TRACKING_URI"
+) -> list[str]:
+    """Why the SQLite store at ``db_path`` cannot take writes (folder, file, free space).
+
+    ``setting`` is the one the user chose the store with (:attr:`MlflowSettings.source`),
+    named in the fix.
+    """
+    fix = f"move the store ({setting})"
     problems = local_problems(db_path.parent, min_free=min_free, what="MLflow store folder", fix=fix)
     if db_path.exists() and not os.access(db_path, os.W_OK):
         problems.append(f"MLflow database {db_path} is read-only: fix its permissions or {fix}")
     return problems
+
+
+def require_store(settings: MlflowSettings) -> None:
+    """Raise :class:`StoreNotFoundError` unless the local SQLite database exists (reading creates none).
+
+    Other stores (a server, another database) are not probed: their own errors say what is wrong.
+    """
+    db_path = settings.db_path
+    if db_path is None:
+        return
+    try:
+        found = db_path.is_file()
+    except OSError as exc:  # e.g. a folder the user may not enter
+        raise BackendError(
+            f"cannot read the MLflow store {db_path} ({settings.source}): {exc.strerror or exc}: "
+            f"fix its permissions or point {settings.source} elsewhere"
+        ) from exc
+    if not found:
+        raise StoreNotFoundError(
+            f"no MLflow store at {db_path.parent} ({settings.source}): no {db_path.name} there; "
+            "check the path, or write a run there first"
+        )
 
 
 def preflight(config: BackendConfig) -> None:
@@ -144,9 +185,10 @@ def preflight(config: BackendConfig) -> None:
     Runs in the training process before every ``create_run`` (so it never imports mlflow); a
     tracking server is not probed here: its faults are retried and counted by the writer.
     """
-    db_path = MlflowSettings.from_backend_config(config).db_path
+    settings = MlflowSettings.from_backend_config(config)
+    db_path = settings.db_path
     if db_path is None:
         return
-    problems = storage_problems(db_path, min_free=REFUSE_BELOW_BYTES)
+    problems = storage_problems(db_path, min_free=REFUSE_BELOW_BYTES, setting=settings.source)
     if problems:
         raise BackendError("; ".join(problems))
