@@ -52,6 +52,14 @@ _NOT_WRITES = frozenset(
     }
 )
 INSTALL_HINT = "install one (pip install mltrack-aim)"
+FIRST_PARTY_BACKENDS: Mapping[str, str] = {
+    "aim": "mltrack-aim",
+    "mlflow": "mltrack-mlflow",
+    "tensorboard": "mltrack-tensorboard",
+    "wandb": "mltrack-wandb",
+}
+"""The distribution providing each first-party backend (its entry point has the backend's
+name), so an unknown-backend error names the package to install; none is imported here."""
 
 
 class PluginLoadWarning(UserWarning):
@@ -91,6 +99,8 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.load_errors: dict[str, str] = {}
         self._dists: dict[str, tuple[str | None, str | None]] = {}
+        self._left_out: dict[str, str] = {}
+        """Installed entry points the allow- or block-list kept from loading, and which one did."""
         self._load_entry_points = load_entry_points
         self._loaded = False
         self._lock = threading.RLock()
@@ -120,8 +130,12 @@ class PluginHost:
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
             if allow is not None and ep.name not in allow and dist_name not in allow:
+                self._left_out[ep.name] = "MLTRACK_LOAD_PLUGINS leaves it out"
                 continue
-            if self.pm.is_blocked(ep.name) or self.pm.get_plugin(ep.name) is not None:
+            if self.pm.is_blocked(ep.name):
+                self._left_out[ep.name] = "MLTRACK_BLOCK_PLUGINS blocks it"
+                continue
+            if self.pm.get_plugin(ep.name) is not None:
                 continue
             try:
                 plugin = ep.load()
@@ -228,13 +242,30 @@ class PluginHost:
                 )
         unknown = [n for n in names if n not in available]
         if unknown:
-            errors = "".join(f"; {p} failed to load ({e})" for p, e in sorted(self.load_errors.items()))
-            raise UnknownBackendError(
-                f"Unknown tracking backend {unknown[0]!r}: installed backends are "
-                f"{', '.join(sorted(available)) or '(none)'}{errors}. {INSTALL_HINT.capitalize()} "
-                "or fix ML_TRACKING_BACKEND."
-            )
+            raise UnknownBackendError(self._unknown_backend(unknown[0], sorted(available)))
         return [available[n] for n in dict.fromkeys(names)]
+
+    def _unknown_backend(self, name: str, available: list[str]) -> str:
+        """Why backend ``name`` is not available and what to do: install it, unblock it, or fix the name."""
+        head = f"Unknown tracking backend {name!r}"
+        installed = f"installed backends are {', '.join(available) or '(none)'}"
+        errors = "".join(f"; {p} failed to load ({e})" for p, e in sorted(self.load_errors.items()))
+        distribution = FIRST_PARTY_BACKENDS.get(name)
+        if distribution is not None and name in self._left_out:
+            return (
+                f"{head}: its plugin {name!r} (from {distribution}) is installed but "
+                f"{self._left_out[name]}; {installed}. Let it load, or fix ML_TRACKING_BACKEND."
+            )
+        if distribution is not None and name not in self.load_errors:
+            return (
+                f"{head}: it comes with {distribution}, which is not installed: "
+                f"pip install {distribution} (or fix ML_TRACKING_BACKEND; {installed}){errors}."
+            )
+        import difflib
+
+        close = difflib.get_close_matches(name, [*available, *FIRST_PARTY_BACKENDS], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"{head}: {hint}{installed}{errors}. {INSTALL_HINT.capitalize()} or fix ML_TRACKING_BACKEND."
 
     def activate(self, config: TrackingConfig, *, tolerate_secondary: bool = False) -> ActiveBackends:
         """Build the configured backends and register them so hooks reach them.
