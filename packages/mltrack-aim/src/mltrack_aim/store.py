@@ -241,6 +241,13 @@ class RunIndex:
                     log.debug("mltrack-aim: run %s not indexed: %s", h, exc)
                 except (KeyError, FileNotFoundError):
                     continue  # deleted meanwhile
+                except Exception as exc:
+                    if not self.remote:
+                        raise
+                    # A server answers a run deleted a moment ago (its run listing is cached
+                    # for 0.5 s) with a bare Exception whose text is Aim's failed error reply.
+                    failed.append(h)
+                    log.debug("mltrack-aim: run %s not indexed on the server: %s", h, exc)
         finally:
             # Release the index's write lock now, so `aim up` and other processes can index.
             repo.container_pool.pop(ContainerConfig("meta/index", None, True), None)
