@@ -21,8 +21,10 @@ import struct
 import subprocess
 import sys
 import threading
+import time
+import traceback
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
@@ -30,7 +32,10 @@ from mltrack.config import TrackingConfig
 from mltrack.errors import BackendError
 from mltrack.models import ExperimentStatus, MetricBatch
 from mltrack.tracker import final_metric_key
-from mltrack.writer import HookSink, Op, WriterStats
+from mltrack.writer import HookSink, Op, WriterStats, _connection_error
+
+if TYPE_CHECKING:
+    from mltrack.plugins import ActiveBackends
 
 log = logging.getLogger("mltrack")
 _HEADER = struct.Struct("!I")
@@ -214,20 +219,20 @@ def _serve() -> int:
 
     threading.Thread(target=read_pipe, name="mltrack-writer-reader", daemon=True).start()
 
-    from mltrack.plugins import get_plugin_host
-
-    backends = get_plugin_host().activate(config, tolerate_secondary=not config.strict)
     stats = WriterStats()
-    sink = HookSink(
-        backends.write_targets,
-        stats,
-        strict=config.strict,
-        max_retries=config.max_retries,
-        hook_timeout=config.hook_timeout,
-        retry_window=config.retry_window,
-    )
+    backends, failure = _activate(config)
+    sink = None
+    if backends is not None:
+        sink = HookSink(
+            backends.write_targets,
+            stats,
+            strict=config.strict,
+            max_retries=config.max_retries,
+            hook_timeout=config.hook_timeout,
+            retry_window=config.retry_window,
+        )
     open_runs = _OpenRuns()
-    error: str | None = None
+    error: str | None = failure if config.strict else None
     goodbye = False
     while True:
         message = inbox.get()
@@ -237,6 +242,11 @@ def _serve() -> int:
         if kind == "op":
             op: Op = message[1]
             open_runs.observe(op)
+            if sink is None:  # the store never came up: every write is counted, none is lost silently
+                stats.write_errors += 1
+                stats.points_undelivered += op.points
+                stats.last_error = failure
+                continue
             try:
                 sink.deliver(op)
             except Exception as exc:  # strict mode: reported with the next ack
@@ -247,7 +257,7 @@ def _serve() -> int:
         elif kind == "close":
             goodbye = True
             break
-    if not goodbye:
+    if not goodbye and sink is not None:
         # The trainer died without saying goodbye: everything it shipped is stored; its
         # open runs did not finish.
         now = datetime.now(timezone.utc)
@@ -266,9 +276,49 @@ def _serve() -> int:
                 )
             except Exception as exc:
                 log.error("mltrack: could not mark run %s crashed: %s", run_id, exc)
-    backends.close()
+    if backends is not None:
+        backends.close()
     return 0
 
 
+def _activate(config: TrackingConfig) -> tuple[ActiveBackends | None, str | None]:
+    """The configured backends, or why they could not start.
+
+    A store that cannot be reached yet (a server restarting, a network blip) is retried for
+    ``config.retry_window`` seconds, as writes are: what the trainer ships meanwhile waits in
+    the pipe. Any other failure, or an outage longer than that, is returned, never raised:
+    this process then counts every write as not stored, so the trainer's health says so.
+    """
+    from mltrack.plugins import get_plugin_host
+
+    deadline = time.monotonic() + config.retry_window
+    delay = 0.25
+    while True:
+        try:
+            return get_plugin_host().activate(config, tolerate_secondary=not config.strict), None
+        except Exception as exc:
+            if _connection_error(exc) and time.monotonic() + delay < deadline:
+                log.warning("mltrack: the store is not reachable yet (%s); retrying", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            reason = f"the backend could not start in the writer process: {type(exc).__name__}: {exc}"
+            log.error("mltrack: %s", reason)
+            return None, reason
+
+
+def _main() -> None:
+    """Serve, then leave at once: every run is closed and stored by now, and a store's own
+    exit handlers (Aim's remote-resource clean-up, say) can hang on a server that went away."""
+    code = 1
+    try:
+        code = _serve()
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(_serve())
+    _main()
