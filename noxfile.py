@@ -1,13 +1,23 @@
-"""Every workflow of the project: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``."""
+"""Every workflow of the project: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ...
+
+Every session installs from the lock file of its Python (``locks/py3.X.txt``, used as pip
+constraints), so a fresh clone gets the versions main was last green with, today and next
+month. ``nox -s lock`` refreshes the locks on purpose; ``nox -s latest`` tries the newest
+releases of everything and says what changed and what broke.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent
 PACKAGES = ROOT / "packages"
+LOCKS = ROOT / "locks"
+# Pythons with a lock file (Aim's wheels stop at 3.12; the core alone goes further).
+LOCKED_PYTHONS = ("3.10", "3.11", "3.12")
 # torch must come from the CPU wheel on this machine's disk; any other version pulls a CUDA build.
 TORCH = "torch==2.13.0"
 TEST_TOOLS = [
@@ -21,6 +31,13 @@ TEST_TOOLS = [
     "pandas",
     "psutil",
 ]
+LINT_TOOLS = ["ruff>=0.6"]
+TYPE_TOOLS = ["mypy>=1.10", "pytest>=8"]
+BENCH_TOOLS = ["numpy", "psutil", "mlflow>=2.8", "tensorboard", "tensorboardX"]
+# Floors for the lock's resolver only: python-dateutil 4 (which botocore refuses) made uv
+# backtrack to boto3 0.0.3 from 2014, whose metadata admits anything. pip picks the same
+# modern releases without them.
+LOCK_FLOORS = ["boto3>=1.34", "botocore>=1.34", "six>=1.16", "graphene>=3.4.3"]
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
@@ -33,20 +50,53 @@ def _packages() -> list[str]:
     return found
 
 
-def _install_project(session: nox.Session, *extra: str) -> None:
+def _python_version(session: nox.Session) -> str:
+    out = session.run(
+        "python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])", silent=True, log=False
+    )
+    return str(out).strip()
+
+
+def _lock_args(session: nox.Session) -> list[str]:
+    """``-c locks/py3.X.txt`` for this session's Python; a missing lock is an error with the fix."""
+    version = _python_version(session)
+    lock = LOCKS / f"py{version}.txt"
+    if not lock.exists():
+        session.error(
+            f"no lock file for Python {version} ({lock.relative_to(ROOT)}); use Python "
+            f"{', '.join(LOCKED_PYTHONS)} or add {version} to LOCKED_PYTHONS and run `nox -s lock`"
+        )
+    return ["-c", str(lock)]
+
+
+def _install(session: nox.Session, *args: str, locked: bool = True) -> None:
+    """pip install with the lock as constraints, printing pip's progress (installs take minutes)."""
+    # Unlocked (``nox -s latest``): upgrade everything, so a reused environment gets today's releases.
+    pins = _lock_args(session) if locked else ["--upgrade", "--upgrade-strategy", "eager"]
+    session.install(*pins, *args, silent=False)
+
+
+def _install_project(session: nox.Session, *extra: str, locked: bool = True) -> None:
     if "mltrack-sb3" in _packages():
-        session.install(TORCH)
+        _install(session, TORCH, locked=locked)  # alone first: pip must take the wheel on disk
     args: list[str] = []
     for name in _packages():
         args += ["-e", str(PACKAGES / name)]
-    session.install(*args, *extra)
+    _install(session, *args, *extra, locked=locked)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The CI suite: unit, conformance, integration (real Aim, real SB3) and short reliability tests."""
+    """The CI suite: unit, conformance, integration (real Aim, MLflow, SB3) and short reliability tests."""
     _install_project(session, *TEST_TOOLS)
     session.run("pytest", "-m", "not slow", "--timeout=600", *session.posargs)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The long tests left out of ``nox -s tests`` (marked ``slow``), reliability suite aside."""
+    _install_project(session, *TEST_TOOLS)
+    session.run("pytest", "-m", "slow", "--ignore=tests/reliability", "--timeout=3600", *session.posargs)
 
 
 @nox.session
@@ -67,7 +117,7 @@ def reliability(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
-    session.install("ruff>=0.6")
+    _install(session, *LINT_TOOLS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -75,7 +125,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy (strict) over every distribution's sources."""
-    _install_project(session, "mypy>=1.10", "pytest>=8")
+    _install_project(session, *TYPE_TOOLS)
     sources = [str(PACKAGES / name / "src") for name in _packages()]
     session.run("mypy", *sources)
 
@@ -90,5 +140,65 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against raw stores and peers (MLflow, TensorBoard), written to benchmarks/RESULTS.md."""
-    _install_project(session, "numpy", "psutil", "mlflow>=2.8", "tensorboard", "tensorboardX", TORCH)
+    _install_project(session, *BENCH_TOOLS)
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def lock(session: nox.Session) -> None:
+    """Refresh ``locks/py3.X.txt`` from today's releases (on purpose: then run the suites and commit).
+
+    Resolves every distribution's dependencies with every session's tools, for each
+    Python in LOCKED_PYTHONS, on Linux x86_64, with uv (which resolves for other Pythons
+    without installing them). ``nox -s lock -- 3.11`` refreshes one.
+    """
+    session.run(sys.executable, "-m", "pip", "install", "--quiet", "uv==0.13.9", external=True)
+    requirements = LOCKS / "requirements.in"
+    requirements.write_text(_requirements_in())
+    excluded = [arg for name in _packages() for arg in ("--no-emit-package", name)]
+    for version in session.posargs or LOCKED_PYTHONS:
+        session.run(
+            sys.executable,
+            "-m",
+            "uv",
+            "pip",
+            "compile",
+            str(requirements.relative_to(ROOT)),
+            "--python-version",
+            version,
+            "--python-platform",
+            "x86_64-manylinux_2_28",
+            "--upgrade",
+            "--quiet",
+            "--custom-compile-command",
+            "nox -s lock",
+            *excluded,
+            "-o",
+            str((LOCKS / f"py{version}.txt").relative_to(ROOT)),
+            external=True,
+        )
+
+
+def _requirements_in() -> str:
+    lines = [
+        "# Written by `nox -s lock` from noxfile.py: what the lock files resolve.",
+        *(f"-e packages/{name}" for name in _packages()),
+        TORCH,
+        *sorted(set(TEST_TOOLS + LINT_TOOLS + TYPE_TOOLS + BENCH_TOOLS)),
+        *LOCK_FLOORS,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@nox.session
+def latest(session: nox.Session) -> None:
+    """Try the newest releases of every dependency (no lock) and say what changed and what broke.
+
+    Run it now and then (a scheduled job): it installs what pip resolves today for the
+    packages alone, prints each version that differs from the lock, then runs the suite.
+    A failure here, with the lock green, names an upstream release to constrain or work
+    around before ``nox -s lock`` takes it.
+    """
+    _install_project(session, *TEST_TOOLS, locked=False)
+    session.run("python", str(ROOT / "locks" / "drift.py"), str(LOCKS / f"py{_python_version(session)}.txt"))
+    session.run("pytest", "-m", "not slow", "--timeout=600", *session.posargs)
