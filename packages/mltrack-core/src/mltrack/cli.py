@@ -168,13 +168,13 @@ def ls_command(
 
     Example: mltrack ls --status completed --sort reward --limit 10
     """
-    from mltrack.repository import lower_is_better
+    from mltrack.repository import metric_direction
 
     runs = _repo().list_experiments_sync(
         status=status, name=name, tags=tags, limit=None if sort_metric else limit
     )
     if sort_metric:
-        sign = 1 if lower_is_better(sort_metric) else -1
+        sign = 1 if metric_direction(sort_metric) < 0 else -1  # no direction: highest first
         present = [
             r for r in runs if sort_metric in r.final_metrics and not math.isnan(r.final_metrics[sort_metric])
         ]
@@ -343,6 +343,10 @@ def show(run: str, as_json: bool) -> None:
 def compare(runs: tuple[str, ...], metrics: tuple[str, ...], as_json: bool) -> None:
     """Compare runs side by side: differing hyperparameters, final metrics, the best run.
 
+    A star marks the best run of each metric that has a direction: highest reward, return,
+    accuracy or score, lowest loss or error. Times, counts and other metrics get none, and
+    neither does a tie (it is named as one).
+
     Example: mltrack compare 3f2a9c 8be41d --metric reward
     """
     if len(runs) < 2:
@@ -355,6 +359,7 @@ def compare(runs: tuple[str, ...], metrics: tuple[str, ...], as_json: bool) -> N
                 "differing_params": comparison.differing_params,
                 "final_metrics": comparison.final_metrics,
                 "best": comparison.best,
+                "ties": comparison.ties,
             }
         )
         return
@@ -380,9 +385,14 @@ def compare(runs: tuple[str, ...], metrics: tuple[str, ...], as_json: bool) -> N
     console.print(table)
     if not comparison.differing_params:
         console.print("(no hyperparameters differ)")
-    for m, run_id in comparison.best.items():
-        name = next(r.name for r in comparison.runs if r.experiment_id == run_id)
-        console.print(f"best by {m}: {name} ({_short(run_id)})")
+    names = {r.experiment_id: f"{r.name} ({_short(r.experiment_id)})" for r in comparison.runs}
+    for m in comparison.metrics:
+        if m in comparison.best:
+            console.print(f"best by {m}: {names[comparison.best[m]]}")
+        elif m in comparison.ties:
+            tied = [names[i] for i in comparison.ties[m]]
+            value = _fmt_num(comparison.final_metrics[comparison.ties[m][0]][m])
+            console.print(f"best by {m}: a tie at {value} between {', '.join(tied[:-1])} and {tied[-1]}")
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,15 +23,48 @@ from mltrack.plugins import ActiveBackends
 if TYPE_CHECKING:
     from mltrack.copying import CopyReport
 
-__all__ = ["Comparison", "ExperimentRepository", "MetricHistory"]
+__all__ = ["Comparison", "ExperimentRepository", "MetricHistory", "metric_direction"]
 
-_LOWER_IS_BETTER = ("loss", "error", "drawdown", "regret", "perplexity", "mse", "mae")
+# Whole words of a metric's name (split at "/", "_", "." ...), so "time/time_elapsed" or
+# "episodes" never read as a reward; a word ending in one of the _*_ENDINGS counts too ("valloss").
+_LOWER_IS_BETTER = frozenset(
+    {
+        "loss",
+        "losses",
+        "error",
+        "errors",
+        "err",
+        "drawdown",
+        "regret",
+        "perplexity",
+        "mse",
+        "mae",
+        "rmse",
+        "nll",
+    }
+)
+_HIGHER_IS_BETTER = frozenset(
+    {
+        "reward", "rewards", "rew", "return", "returns", "accuracy", "acc", "score", "scores",
+        "precision", "recall", "f1", "auc", "win", "wins", "winrate", "sharpe", "success",
+    }
+)  # fmt: skip
+_LOWER_ENDINGS = ("loss", "error")
+_HIGHER_ENDINGS = ("reward", "accuracy", "return", "score")
 
 
-def lower_is_better(metric: str) -> bool:
-    """Guess a metric's direction from its name: losses and errors go down, the rest up."""
-    lowered = metric.lower()
-    return any(word in lowered for word in _LOWER_IS_BETTER)
+def metric_direction(metric: str) -> int:
+    """Which way a metric gets better, from its name: -1 lower, +1 higher, 0 no direction.
+
+    Losses and errors go down; rewards, returns, accuracies and scores go up; times, counts,
+    rates and settings have no "better" (0), so no run is called best by them.
+    """
+    words = [w for w in re.split(r"[^a-z0-9]+", metric.lower()) if w]
+    if any(w in _LOWER_IS_BETTER or w.endswith(_LOWER_ENDINGS) for w in words):
+        return -1
+    if any(w in _HIGHER_IS_BETTER or w.endswith(_HIGHER_ENDINGS) for w in words):
+        return 1
+    return 0
 
 
 class MetricHistory:
@@ -115,7 +149,11 @@ class Comparison:
     differing_params: dict[str, dict[str, Any]]
     final_metrics: dict[str, dict[str, float]]
     best: dict[str, str]
-    """Metric name -> id of the best run (lowest for losses and errors, highest otherwise)."""
+    """Metric name -> id of the best run: lowest for losses and errors, highest for rewards,
+    returns, accuracies and scores (:func:`metric_direction`). Metrics with no direction (times,
+    counts) and ties have none."""
+    ties: dict[str, list[str]] = attrs.field(factory=dict)
+    """Metric name -> ids of the runs sharing the best value, when several do."""
 
 
 class ExperimentRepository:
@@ -251,12 +289,20 @@ class ExperimentRepository:
         finals = {
             r.experiment_id: {m: r.final_metrics[m] for m in names if m in r.final_metrics} for r in runs
         }
-        best = {}
+        best: dict[str, str] = {}
+        ties: dict[str, list[str]] = {}
         for m in names:
+            direction = metric_direction(m)
             scored = [(f[m], rid) for rid, f in finals.items() if m in f and f[m] == f[m]]  # NaN never wins
-            if scored:
-                best[m] = (min if lower_is_better(m) else max)(scored)[1]
-        return Comparison(runs, names, differing, finals, best)
+            if not scored or direction == 0:
+                continue
+            top = (min if direction < 0 else max)(value for value, _ in scored)
+            winners = [rid for value, rid in scored if value == top]
+            if len(winners) == 1:
+                best[m] = winners[0]
+            else:
+                ties[m] = winners
+        return Comparison(runs, names, differing, finals, best, ties)
 
     async def compare_experiments(
         self, run_ids: Sequence[str], metrics: Sequence[str] | None = None
