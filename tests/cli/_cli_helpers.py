@@ -11,12 +11,16 @@ MLTRACK = str(Path(sys.executable).parent / "mltrack")
 
 
 def run_mltrack(*args: str, input: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``mltrack`` command with no mltrack, Aim or MLflow settings but ``env``."""
+    """Run the installed ``mltrack`` command with no mltrack, Aim or MLflow settings but ``env``.
+
+    Output is 160 columns wide unless ``COLUMNS`` says otherwise (``COLUMNS=""``: not set at all).
+    """
     full_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
     }
     full_env.update(COLUMNS="160", MLFLOW_DISABLE_TELEMETRY="true")
     full_env.update(env)
+    full_env = {k: v for k, v in full_env.items() if v != ""}
     return subprocess.run(
         [MLTRACK, *args], capture_output=True, text=True, env=full_env, input=input, timeout=300
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from _cli_helpers import run_cli
+from _cli_helpers import run_cli, run_mltrack
 
 pytest.importorskip("mltrack_aim")
 
@@ -95,3 +95,87 @@ def test_compare_json_names_no_best_run_for_ties_or_undirected_metrics(pair_cli:
     data = json.loads(pair_cli("compare", pair.better, pair.worse, "--json").stdout)
     assert data["best"] == {"reward": pair.better, "loss": pair.better}
     assert data["ties"] == {"accuracy": [pair.better, pair.worse]}
+
+
+# --- ls: metric columns and run ids -------------------------------------------------------
+
+PAIR_METRICS = ("reward", "loss", "accuracy", "time/time_elapsed", "wall_time_seconds", "episodes")
+
+
+def _ls(repo: Path, *args: str, columns: str) -> subprocess.CompletedProcess[str]:
+    return run_mltrack("ls", *args, ML_TRACKING_BACKEND="aim", AIM_REPO_PATH=str(repo), COLUMNS=columns)
+
+
+def _assert_left_out_columns_are_noted(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 0, proc.stderr
+    header = proc.stdout.splitlines()[0].split()
+    shown = [m for m in PAIR_METRICS if m in header]
+    left_out = [m for m in PAIR_METRICS if m not in header]
+    assert shown and left_out
+    (note,) = proc.stderr.splitlines()
+    assert note.startswith("note: ")
+    assert all(m in note for m in left_out)
+    assert not any(m in note for m in shown)
+    assert "--metric NAME" in note
+    assert "--json" in note
+
+
+def test_ls_at_80_columns_notes_the_metric_columns_it_left_out(pair: Pair) -> None:
+    _assert_left_out_columns_are_noted(_ls(pair.repo, columns="80"))
+
+
+def test_ls_piped_with_no_terminal_width_notes_the_metric_columns_it_left_out(pair: Pair) -> None:
+    _assert_left_out_columns_are_noted(_ls(pair.repo, columns=""))
+
+
+def test_ls_shows_every_metric_column_that_fits_and_notes_nothing(pair: Pair) -> None:
+    proc = _ls(pair.repo, columns="200")
+    assert proc.returncode == 0, proc.stderr
+    header = proc.stdout.splitlines()[0].split()
+    assert all(m in header for m in PAIR_METRICS)
+    assert proc.stderr == ""
+
+
+LONG_NAME = "a-run-name-long-enough-to-be-cut-at-eighty-columns"
+
+
+@pytest.fixture(scope="module")
+def long_named(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A repository with one run whose name and experiment name are long."""
+    import mltrack
+    from mltrack import factory
+
+    repo = tmp_path_factory.mktemp("long") / "aim_logs"
+    mltrack.configure_backend("aim", repo_path=str(repo))
+    with mltrack.start_run("an-experiment-name-that-is-long-as-well", name=LONG_NAME) as run:
+        run.log_metrics({"reward": 123.5, "loss": 0.25, "accuracy": 0.75}, step=0)
+    factory.reset()
+    mltrack.reset_configuration()
+    return repo, run.id
+
+
+def test_ls_at_80_columns_with_metric_keeps_the_run_id_whole_and_cuts_the_name(
+    long_named: tuple[Path, str],
+) -> None:
+    repo, run_id = long_named
+    proc = _ls(repo, "--metric", "reward", "--metric", "loss", columns="80")
+    assert proc.returncode == 0, proc.stderr
+    header, row = proc.stdout.splitlines()
+    assert row.split()[0] == run_id[:8]
+    assert LONG_NAME not in row
+    assert "…" in row
+    assert header.split()[-2:] == ["reward", "loss"]
+    assert row.split()[-2:] == ["123.5", "0.25"]
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80
+
+
+def test_ls_with_more_metric_columns_than_fit_prints_wider_lines_and_cuts_no_value(
+    long_named: tuple[Path, str],
+) -> None:
+    repo, run_id = long_named
+    proc = _ls(repo, "--metric", "reward", "--metric", "loss", "--metric", "accuracy", columns="80")
+    assert proc.returncode == 0, proc.stderr
+    header, row = proc.stdout.splitlines()
+    assert row.split()[0] == run_id[:8]
+    assert header.split()[-3:] == ["reward", "loss", "accuracy"]
+    assert row.split()[-3:] == ["123.5", "0.25", "0.75"]

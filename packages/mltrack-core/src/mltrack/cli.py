@@ -199,35 +199,79 @@ def ls_command(
         for r in runs
     ]
     fixed = ("id", "name", "experiment", "status", "started", "duration")
-    console = _console()
-    width = sum(max(len(h), *(min(len(row[i]), 28) for row in rows)) + 2 for i, h in enumerate(fixed))
-    columns = list(metrics)
-    if not columns:  # as many headline metrics as fit the terminal
-        for m in _common_metrics(runs, first=sort_metric, most=6):
-            need = max(len(m), 8) + 2
-            if width + need > console.width:
+    natural = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(fixed)]
+    natural[1], natural[2] = min(natural[1], _NAME_WIDTH), min(natural[2], _NAME_WIDTH)
+    least = {1: _MIN_NAME_WIDTH, 2: len("experiment")}
+
+    def metric_width(m: str) -> int:
+        return max(len(m), *(len(_fmt_num(r.final_metrics.get(m))) for r in runs))
+
+    room = _console().width
+
+    def fit(columns: list[str]) -> tuple[list[int], int]:
+        """Widths of the fixed columns beside ``columns``, and the table's width.
+
+        The run and experiment names give way (the one with more to spare first), never the
+        ids; the table is wider than ``room`` only if the names cannot give enough.
+        """
+        widths = list(natural)
+        total = sum(widths) + _GAP * (len(widths) - 1) + sum(metric_width(m) + _GAP for m in columns)
+        while total > room:
+            i = max(least, key=lambda j: widths[j] - least[j])
+            if widths[i] <= least[i]:
                 break
-            columns.append(m)
-            width += need
+            widths[i] -= 1
+            total -= 1
+        return widths, total
+
+    left_out: list[str] = []
+    if metrics:  # asked for: always shown
+        columns = list(metrics)
+    else:  # as many metrics as fit, the others named on stderr
+        columns = []
+        for m in _common_metrics(runs, first=sort_metric):
+            if left_out or fit([*columns, m])[1] > room:
+                left_out.append(m)
+            else:
+                columns.append(m)
+    widths, total = fit(columns)
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for header in fixed:
-        table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=28)
+    for header, width in zip(fixed, widths):
+        table.add_column(header, no_wrap=True, overflow="ellipsis", width=width)
     for column in columns:
-        table.add_column(
-            column, justify="right", no_wrap=True, overflow="ellipsis", min_width=min(len(column), 20)
-        )
+        table.add_column(column, justify="right", no_wrap=True, width=metric_width(column))
     for r, row in zip(runs, rows):
         table.add_row(*row, *(_fmt_num(r.final_metrics.get(c)) for c in columns))
+    # Wider than the console only when the asked-for columns cannot fit even so: the terminal
+    # wraps the lines, but nothing is cut.
+    console = _console()
+    console.width = max(room, total)
     console.print(table)
+    if left_out:
+        named = ", ".join(left_out[:_NOTE_NAMES]) + (
+            f" and {len(left_out) - _NOTE_NAMES} more" if len(left_out) > _NOTE_NAMES else ""
+        )
+        click.echo(
+            f"note: {len(left_out)} metric column(s) left out to fit {room} columns: {named}; "
+            "show them with --metric NAME (repeatable), or everything with --json",
+            err=True,
+        )
+
+
+_GAP = 2  # spaces between columns (rich's padding of a borderless table)
+_NAME_WIDTH = 28  # run and experiment names are cut beyond this, so metrics find room
+_MIN_NAME_WIDTH = 8  # ... and run names down to this when the terminal is narrow
+_NOTE_NAMES = 8  # metric names listed in the note about left-out columns
 
 
 _HEADLINE = ("reward", "return", "accuracy", "acc", "loss", "score")
 
 
-def _common_metrics(runs: Sequence[ExperimentSummary], first: str | None, most: int = 3) -> list[str]:
-    """The final metrics worth a column: the sort metric, then rewards, accuracies, losses."""
+def _common_metrics(runs: Sequence[ExperimentSummary], first: str | None) -> list[str]:
+    """The final metrics, those worth a column first: the sort metric, then the most common,
+    rewards, accuracies and losses before the rest."""
     counts: dict[str, int] = {}
     for r in runs:
         for m in r.final_metrics:
@@ -240,7 +284,7 @@ def _common_metrics(runs: Sequence[ExperimentSummary], first: str | None, most: 
     ordered = sorted(counts, key=rank)
     if first:
         ordered = [first, *(m for m in ordered if m != first)]
-    return ordered[:most]
+    return ordered
 
 
 @cli.command()
