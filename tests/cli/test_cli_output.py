@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from conftest import Runs
 
 from _cli_helpers import run_cli, run_mltrack
 
@@ -179,3 +180,38 @@ def test_ls_with_more_metric_columns_than_fit_prints_wider_lines_and_cuts_no_val
     assert row.split()[0] == run_id[:8]
     assert header.split()[-3:] == ["reward", "loss", "accuracy"]
     assert row.split()[-3:] == ["123.5", "0.25", "0.75"]
+
+
+# --- plot: several metrics ----------------------------------------------------------------
+
+LINE_COLOURS = {(31, 119, 180), (255, 127, 14)}  # matplotlib's first two: one per run
+
+
+def _line_colours(image: object) -> set[tuple[int, int, int]]:
+    colours = image.getcolors(maxcolors=1_000_000)  # type: ignore[attr-defined]
+    return {c for n, c in colours if c in LINE_COLOURS and n > 50}
+
+
+def test_plot_with_two_metrics_draws_a_panel_for_each_with_a_line_per_run(
+    cli: Cli, runs: Runs, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    out = tmp_path / "both.png"
+    proc = cli(
+        "plot", runs.ppo_fast, runs.ppo_slow, "--metric", "reward", "--metric", "loss", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"wrote {out}"
+    image = Image.open(out).convert("RGB")
+    width, height = image.size
+    assert height > 500  # taller than a one-metric plot: one panel below the other
+    assert _line_colours(image.crop((0, 0, width, height // 2))) == LINE_COLOURS
+    assert _line_colours(image.crop((0, height // 2, width, height))) == LINE_COLOURS
+
+
+def test_plot_help_says_metric_is_repeatable(cli: Cli) -> None:
+    proc = cli("plot", "--help")
+    assert "repeatable" in proc.stdout
+    assert "one panel per metric" in proc.stdout

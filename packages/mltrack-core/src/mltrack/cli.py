@@ -635,7 +635,13 @@ def _export_parquet(
 
 @cli.command()
 @click.argument("runs", nargs=-1, required=True)
-@click.option("--metric", required=True, help="The metric to plot against step.")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    required=True,
+    help="A metric to plot against step (repeatable: one panel per metric, stacked).",
+)
 @click.option(
     "--smooth", type=click.IntRange(min=1), default=1, show_default=True, help="Moving average over K points."
 )
@@ -646,10 +652,12 @@ def _export_parquet(
     required=True,
     help="FILE.png, FILE.svg or FILE.html",
 )
-def plot(runs: tuple[str, ...], metric: str, smooth: int, out: Path) -> None:
-    """Plot a metric against step, one line per run, to a PNG, SVG or HTML file.
+def plot(runs: tuple[str, ...], metrics: tuple[str, ...], smooth: int, out: Path) -> None:
+    """Plot metrics against step, one line per run, to a PNG, SVG or HTML file.
 
-    Example: mltrack plot 3f2a9c 8be41d --metric rollout/ep_rew_mean --smooth 5 --out reward.png
+    Several --metric give one panel per metric, stacked and sharing the step axis.
+
+    Example: mltrack plot 3f2a9c 8be41d --metric rollout/ep_rew_mean --metric train/loss --out ppo.png
     """
     if out.suffix.lower() not in (".png", ".svg", ".html"):
         raise click.UsageError("--out must end in .png, .svg or .html")
@@ -663,29 +671,36 @@ def plot(runs: tuple[str, ...], metric: str, smooth: int, out: Path) -> None:
             "mltrack plot needs matplotlib: pip install 'mltrack-core[plot]'"
         ) from None
     repo = _repo()
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
-    for run in runs:
-        summary = repo.get_experiment_sync(run)
-        history = repo.get_experiment_metrics_sync(summary.experiment_id, names=[metric])
-        if metric not in history:
-            raise click.ClickException(f"run {_short(summary.experiment_id)} has no metric {metric!r}")
-        series = history.series(metric)
-        steps = [int(s) for s in series.steps]
-        values = _moving_average([float(v) for v in series.values], smooth)
-        ax.plot(steps, values, label=f"{summary.name} ({_short(summary.experiment_id)})", linewidth=1.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric + (f" (moving average of {smooth})" if smooth > 1 else ""))
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    metrics = tuple(dict.fromkeys(metrics))  # a metric given twice is drawn once
+    summaries = [repo.get_experiment_sync(r) for r in runs]
+    histories = [repo.get_experiment_metrics_sync(s.experiment_id, names=list(metrics)) for s in summaries]
+    # One metric keeps the 9x5 figure; each further one adds a panel of 3 inches below.
+    fig, axes = plt.subplots(
+        len(metrics), 1, figsize=(9, 2 + 3 * len(metrics)), dpi=100, sharex=True, squeeze=False
+    )
+    for ax, metric in zip(axes[:, 0], metrics):
+        for summary, history in zip(summaries, histories):
+            if metric not in history:
+                raise click.ClickException(f"run {_short(summary.experiment_id)} has no metric {metric!r}")
+            series = history.series(metric)
+            steps = [int(s) for s in series.steps]
+            values = _moving_average([float(v) for v in series.values], smooth)
+            ax.plot(steps, values, label=f"{summary.name} ({_short(summary.experiment_id)})", linewidth=1.5)
+        ax.set_ylabel(metric + (f" (moving average of {smooth})" if smooth > 1 else ""))
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".html":
+        import html
         import io
 
         buffer = io.StringIO()
         fig.savefig(buffer, format="svg")
+        title = html.escape(", ".join(metrics))
         out.write_text(
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{metric}</title></head><body>{buffer.getvalue()}</body></html>"
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>{buffer.getvalue()}</body></html>"
         )
     else:
         fig.savefig(out)
