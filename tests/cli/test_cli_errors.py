@@ -211,3 +211,50 @@ def test_health_on_a_read_only_store_names_ml_storage_path_not_aim_repo_path(rea
     assert "is not writable" in proc.stdout
     assert "move the repository (ML_STORAGE_PATH)" in proc.stdout
     assert "AIM_REPO_PATH" not in proc.stdout
+
+
+# --- typos get a suggestion -----------------------------------------------------------------
+
+TYPO_LINE = "error: no metric 'rewrad' in these runs; did you mean 'reward'?"
+
+
+def test_plot_with_a_mistyped_metric_suggests_the_right_one(cli, runs, tmp_path: Path) -> None:
+    proc = cli("plot", runs.ppo_fast, "--metric", "rewrad", "--out", str(tmp_path / "r.png"))
+    assert proc.returncode == 1
+    assert _one_error_line(proc.stderr) == TYPO_LINE
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_compare_with_a_mistyped_metric_suggests_the_right_one(cli, runs) -> None:
+    proc = cli("compare", runs.ppo_fast, runs.ppo_slow, "--metric", "rewrad")
+    assert proc.returncode == 1
+    assert _one_error_line(proc.stderr) == TYPO_LINE
+
+
+def test_ls_sorted_by_a_mistyped_metric_suggests_the_right_one(cli) -> None:
+    proc = cli("ls", "--sort", "rewrad")
+    assert proc.returncode == 1
+    assert _one_error_line(proc.stderr) == TYPO_LINE
+
+
+def test_export_of_a_mistyped_metric_suggests_the_right_one(cli, runs, tmp_path: Path) -> None:
+    proc = cli("export", runs.ppo_fast, "--metric", "rewrad", "--out", str(tmp_path / "m.csv"))
+    assert proc.returncode == 1
+    assert _one_error_line(proc.stderr) == TYPO_LINE
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_a_metric_nothing_like_any_lists_the_metrics_there_are(cli, runs) -> None:
+    proc = cli("compare", runs.ppo_fast, runs.ppo_slow, "--metric", "zzz")
+    assert proc.returncode == 1
+    assert _one_error_line(proc.stderr) == "error: no metric 'zzz' in these runs; they have: loss, reward"
+
+
+def test_a_mistyped_run_id_prefix_suggests_the_right_one(cli, runs) -> None:
+    prefix = runs.ppo_fast[:8]
+    typo = prefix[:-1] + ("0" if prefix[-1] != "0" else "1")
+    proc = cli("show", typo)
+    assert proc.returncode == 1
+    line = _one_error_line(proc.stderr)
+    assert f"no run {typo!r}" in line
+    assert f"did you mean {prefix!r}?" in line

@@ -130,6 +130,38 @@ def _series_label(series: MetricSeries) -> str:
     return series.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(series.context.items())) + "}"
 
 
+def _no_such_metric(metric: str, known: Iterable[str]) -> click.ClickException:
+    """The error for a metric none of the runs has, with the closest name there is (a typo, most likely)."""
+    import difflib
+
+    names = sorted(set(known))
+    close = difflib.get_close_matches(metric, names, n=1)
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+    elif names:
+        more = f" and {len(names) - _NOTE_NAMES} more" if len(names) > _NOTE_NAMES else ""
+        hint = f"they have: {', '.join(names[:_NOTE_NAMES])}{more}"
+    else:
+        hint = "they have none"
+    return click.ClickException(f"no metric {metric!r} in these runs; {hint}")
+
+
+def _final_metric_names(summaries: Iterable[ExperimentSummary]) -> set[str]:
+    """Every final metric of these runs (a metric logged in a context as ``loss{subset=val}``)."""
+    return {m for s in summaries for m in s.final_metrics}
+
+
+def _check_histories(
+    metrics: Iterable[str], summaries: Sequence[ExperimentSummary], histories: Sequence[Any]
+) -> None:
+    """Raise for a metric that none of the loaded histories holds, suggesting the closest there is."""
+    for metric in metrics:
+        if not any(metric in h for h in histories):
+            # The histories were loaded for the asked-for names only; final metrics name the rest.
+            known = {m.split("{", 1)[0] for m in _final_metric_names(summaries)}
+            raise _no_such_metric(metric, known)
+
+
 def _finite(values: Iterable[float]) -> list[float]:
     return [v for v in values if not math.isnan(v)]
 
@@ -173,6 +205,8 @@ def ls_command(
     runs = _repo().list_experiments_sync(
         status=status, name=name, tags=tags, limit=None if sort_metric else limit
     )
+    if sort_metric and runs and sort_metric not in _final_metric_names(runs):
+        raise _no_such_metric(sort_metric, _final_metric_names(runs))
     if sort_metric:
         sign = 1 if metric_direction(sort_metric) < 0 else -1  # no direction: highest first
         present = [
@@ -396,6 +430,10 @@ def compare(runs: tuple[str, ...], metrics: tuple[str, ...], as_json: bool) -> N
     if len(runs) < 2:
         raise click.UsageError("compare needs at least two runs")
     comparison = _repo().compare_experiments_sync(list(runs), metrics=list(metrics) or None)
+    known = _final_metric_names(comparison.runs)
+    for metric in metrics:
+        if metric not in known:
+            raise _no_such_metric(metric, known)
     if as_json:
         _echo_json(
             {
@@ -462,6 +500,7 @@ def export(runs: tuple[str, ...], fmt: str, out: Path, metrics: tuple[str, ...])
     histories = [
         repo.get_experiment_metrics_sync(s.experiment_id, names=list(metrics) or None) for s in summaries
     ]
+    _check_histories(metrics, summaries, histories)
     total = sum(len(h) for h in histories)
     out.parent.mkdir(parents=True, exist_ok=True)
     writers: dict[str, Callable[..., None]] = {
@@ -674,6 +713,7 @@ def plot(runs: tuple[str, ...], metrics: tuple[str, ...], smooth: int, out: Path
     metrics = tuple(dict.fromkeys(metrics))  # a metric given twice is drawn once
     summaries = [repo.get_experiment_sync(r) for r in runs]
     histories = [repo.get_experiment_metrics_sync(s.experiment_id, names=list(metrics)) for s in summaries]
+    _check_histories(metrics, summaries, histories)
     # One metric keeps the 9x5 figure; each further one adds a panel of 3 inches below.
     fig, axes = plt.subplots(
         len(metrics), 1, figsize=(9, 2 + 3 * len(metrics)), dpi=100, sharex=True, squeeze=False

@@ -225,14 +225,18 @@ class ExperimentRepository:
         """The full id of the run ``run_id`` names exactly or as a unique prefix."""
         if self._read("mltrack_get_run", run_id=run_id) is not None:
             return run_id
-        matches = [
-            s.experiment_id for s in self.list_experiments_sync() if s.experiment_id.startswith(run_id)
-        ]
+        ids = [s.experiment_id for s in self.list_experiments_sync()]
+        matches = [i for i in ids if i.startswith(run_id)]
         if len(matches) == 1:
             return matches[0]
         if not matches:
+            import difflib
+
+            # A mistyped prefix is most like the same-length start of the id it meant.
+            close = difflib.get_close_matches(run_id, {i[: len(run_id)] for i in ids}, n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise RunNotFoundError(
-                f"no run {run_id!r} in backend {self.backend!r}: list runs with `mltrack ls`"
+                f"no run {run_id!r} in backend {self.backend!r}: {hint}list runs with `mltrack ls`"
             )
         raise RunNotFoundError(
             f"run id prefix {run_id!r} is ambiguous, it matches: {', '.join(sorted(matches)[:10])}"
