@@ -35,6 +35,7 @@ __all__ = [
     "RunFilter",
     "TrainingMetrics",
     "UiHandle",
+    "to_artifact_type",
     "to_metric_value",
     "to_plain",
     "to_step",
@@ -77,6 +78,15 @@ class ArtifactType(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def to_artifact_type(artifact_type: object) -> ArtifactType:
+    """An ArtifactType from the enum or its value (``"model"``); anything else raises, listing the valid ones."""
+    try:
+        return ArtifactType(artifact_type)
+    except ValueError:
+        choices = ", ".join(t.value for t in ArtifactType)
+        raise ValidationError(f"artifact type {artifact_type!r:.40} is not one of: {choices}") from None
 
 
 def to_status(status: object) -> ExperimentStatus:
@@ -410,7 +420,7 @@ class ModelArtifact:
     """A stored file of a run: a model, checkpoint, dataset, plot, config or other file."""
 
     name: str
-    artifact_type: ArtifactType = attrs.field(converter=ArtifactType)
+    artifact_type: ArtifactType = attrs.field(converter=to_artifact_type)
     file_path: str
     metadata: dict[str, Any] = attrs.field(factory=dict, converter=_to_config)
     size: int | None = None

@@ -28,6 +28,7 @@ from mltrack.models import (
     _to_config,
     _to_tags,
     mask_secrets,
+    to_artifact_type,
     to_context,
     to_metric_value,
     to_status,
@@ -223,6 +224,7 @@ class TrackingSession:
     ) -> ModelArtifact:
         """Store a copy of the file at ``path``; returns once it is stored (the file may change after)."""
         run_id = self._check_open(run)
+        kind = to_artifact_type(artifact_type)  # a typo fails before the file is read
         source = Path(path)
         if not source.is_file():
             what = "a directory" if source.is_dir() else "missing"
@@ -238,7 +240,7 @@ class TrackingSession:
                 size += len(block)
         artifact = ModelArtifact(
             name=_artifact_name(name if name is not None else source.name),
-            artifact_type=ArtifactType(artifact_type),
+            artifact_type=kind,
             file_path=str(source.resolve()),
             metadata=_to_config(metadata),
             size=size,
