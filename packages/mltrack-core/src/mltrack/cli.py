@@ -198,6 +198,9 @@ def ls_command(
 ) -> None:
     """List runs, newest first (or best first with --sort).
 
+    Shows the final metrics that fit the terminal and names the others on stderr; --metric
+    columns are always shown (names are cut to make room, run ids never).
+
     Example: mltrack ls --status completed --sort reward --limit 10
     """
     from mltrack.repository import metric_direction
