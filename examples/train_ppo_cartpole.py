@@ -93,6 +93,9 @@ def main() -> None:
     best = comparison.best.get("eval/best_mean_reward")
     if best is not None:
         print(f"  best run: {names[best]} ({best})")
+    elif "eval/best_mean_reward" in comparison.ties:  # both solved CartPole: no single best
+        tied = ", ".join(names[rid] for rid in comparison.ties["eval/best_mean_reward"])
+        print(f"  best run: a tie between {tied}")
     print("\nOpen the Aim UI on these runs with:")
     print(f"  aim up --repo {storage}")
     print(f"  (or: ML_TRACKING_BACKEND=aim ML_STORAGE_PATH={storage} mltrack ui)")
