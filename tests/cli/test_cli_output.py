@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
-from conftest import Runs
 
 from _cli_helpers import run_cli, run_mltrack
 
@@ -193,7 +193,7 @@ def _line_colours(image: object) -> set[tuple[int, int, int]]:
 
 
 def test_plot_with_two_metrics_draws_a_panel_for_each_with_a_line_per_run(
-    cli: Cli, runs: Runs, tmp_path: Path
+    cli: Cli, runs: Any, tmp_path: Path
 ) -> None:
     pytest.importorskip("matplotlib")
     from PIL import Image
