@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -12,6 +13,35 @@ import pytest
 # `import mlflow` reports to MLflow's telemetry service unless told not to; test modules may
 # import it at collection, before any fixture runs.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_left_behind() -> Iterator[None]:
+    """End the suite with no server or writer process of its own still running.
+
+    Fixtures stop what they start by PID; this catches what a failing test or a timeout
+    left (a writer draining into a dead server, a server whose fixture never ran its
+    teardown), ends it, and names it, so a run never leaves ports and repositories held.
+    """
+    import psutil
+
+    yield
+    me = psutil.Process()
+    left = [p for p in me.children(recursive=True) if p.is_running()]
+    if not left:
+        return
+    described = []
+    for proc in left:
+        try:
+            described.append(f"{proc.pid}: {' '.join(proc.cmdline())[:160]}")
+            proc.terminate()
+        except psutil.Error:
+            continue
+    _gone, alive = psutil.wait_procs(left, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    print("\nprocesses left running by the tests, now stopped:\n  " + "\n  ".join(described))
 
 
 @pytest.fixture(autouse=True)

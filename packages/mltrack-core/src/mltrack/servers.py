@@ -2,7 +2,8 @@
 
 Each server runs in its own session (``setsid``), so stopping it kills its whole process
 group: the servers of Aim and MLflow spawn uvicorn masters and workers that outlive a plain
-SIGTERM to the command a user started.
+SIGTERM to the command a user started. A guard process leads that group and ends it when
+the process that started the server dies without stopping it (see :mod:`mltrack._guard`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -137,7 +139,8 @@ def start_server(
     log_path = Path(log_name)
     with log_path.open("wb") as log_fh:
         proc = subprocess.Popen(
-            list(argv),
+            # The guard leads the group and ends it if this process dies without stop().
+            [sys.executable, "-m", "mltrack._guard", "--", *argv],
             stdin=subprocess.DEVNULL,
             stdout=log_fh,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,58 @@
+"""A server started through mltrack.servers never outlives the process that started it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from mltrack.servers import port_free
+
+_STARTER = textwrap.dedent(
+    """
+    import sys
+    from mltrack.servers import ServerProcess, free_port, start_server
+    port = free_port()
+    # A server with a child of its own, as `aim up` (uvicorn master and workers) has.
+    code = (
+        "import http.server, subprocess, sys;"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
+        f"http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()"
+    )
+    server = start_server([sys.executable, "-c", code], name="test server",
+                          url=f"http://127.0.0.1:{port}", probe="/", wrap=ServerProcess)
+    print(server.pid, port, flush=True)
+    sys.stdin.read()  # until killed
+    """
+)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_server_dies_with_its_starter_when_the_starter_is_killed() -> None:
+    starter = subprocess.Popen(
+        [sys.executable, "-c", _STARTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert starter.stdout is not None
+    pgid, port = (int(x) for x in starter.stdout.readline().split())
+    try:
+        assert _group_alive(pgid) and not port_free("127.0.0.1", port)
+        starter.send_signal(signal.SIGKILL)  # no stop(), no atexit: a cut-off test run
+        starter.wait(10)
+        deadline = time.monotonic() + 15
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _group_alive(pgid), "the server's process group outlived its starter"
+        assert port_free("127.0.0.1", port)
+    finally:
+        if _group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
