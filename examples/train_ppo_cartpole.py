@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -96,9 +98,28 @@ def main() -> None:
     elif "eval/best_mean_reward" in comparison.ties:  # both solved CartPole: no single best
         tied = ", ".join(names[rid] for rid in comparison.ties["eval/best_mean_reward"])
         print(f"  best run: a tie between {tied}")
+    _print_ui_hint(storage)
+
+
+def _print_ui_hint(storage: Path) -> None:
+    """How to open the UI, with commands that work from this shell as they are printed.
+
+    ``nox -s demo`` installs aim and mltrack into its own environment (``.nox/demo``), which
+    is not on the user's PATH: name the commands by their full path unless PATH finds them.
+    """
+    bin_dir = Path(sys.executable).parent
+
+    def command(name: str) -> str:
+        found = shutil.which(name)
+        if found and Path(found).resolve().parent == bin_dir.resolve():
+            return name
+        return str(bin_dir / name)
+
     print("\nOpen the Aim UI on these runs with:")
-    print(f"  aim up --repo {storage}")
-    print(f"  (or: ML_TRACKING_BACKEND=aim ML_STORAGE_PATH={storage} mltrack ui)")
+    print(f"  {command('aim')} up --repo {storage}")
+    print(f"  (or: ML_TRACKING_BACKEND=aim ML_STORAGE_PATH={storage} {command('mltrack')} ui)")
+    if command("mltrack") != "mltrack":
+        print(f"Put the demo's commands on your PATH with: source {bin_dir / 'activate'}")
 
 
 if __name__ == "__main__":

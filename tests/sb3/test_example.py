@@ -34,6 +34,32 @@ def test_the_demo_trains_twice_and_prints_the_comparison_and_the_ui_command(
     assert (aim_repo.parent / "models" / "lr-0.001" / "best_model.zip").is_file()
 
 
+def test_the_demo_prints_ui_commands_that_work_from_a_shell_without_its_environment(
+    aim_repo: Path, tmp_path: Path
+) -> None:
+    # nox -s demo installs into .nox/demo, which is not on the user's PATH.
+    env = {**os.environ, "ML_STORAGE_PATH": str(aim_repo), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--timesteps", "256", "--eval-freq", "128"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    aim_line = next(line for line in lines if line.strip().endswith(f"up --repo {aim_repo}"))
+    aim = Path(aim_line.split()[0])
+    assert aim.is_absolute() and os.access(aim, os.X_OK), aim_line
+    mltrack_cmd = Path(next(line for line in lines if " ui)" in line).split()[-2])
+    assert mltrack_cmd.is_absolute() and os.access(mltrack_cmd, os.X_OK)
+    activate = Path(sys.executable).parent / "activate"
+    assert f"source {activate}" in done.stdout
+    help_out = subprocess.run([str(mltrack_cmd), "--help"], capture_output=True, text=True, env=env)
+    assert help_out.returncode == 0 and "ls" in help_out.stdout
+
+
 @pytest.mark.slow
 def test_the_full_demo_finishes_well_within_three_minutes(aim_repo: Path, tmp_path: Path) -> None:
     import time
