@@ -201,4 +201,6 @@ def latest(session: nox.Session) -> None:
     """
     _install_project(session, *TEST_TOOLS, locked=False)
     session.run("python", str(ROOT / "locks" / "drift.py"), str(LOCKS / f"py{_python_version(session)}.txt"))
+    # mltrack-aim alone, as a user's `pip install` resolves it (no lock, no test tools).
+    session.run("pytest", "tests/aim/test_fresh_install.py", "-m", "slow", "-s", "--timeout=1800")
     session.run("pytest", "-m", "not slow", "--timeout=600", *session.posargs)
