@@ -5,12 +5,14 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "BackendError",
+    "ConfigurationError",
     "InvalidConfigError",
     "InvalidMetricError",
     "InvalidNameError",
     "InvalidStepError",
     "MLTrackError",
     "NoBackendError",
+    "PluginContractError",
     "PluginLoadError",
     "RunNotFoundError",
     "RunStateError",
@@ -58,6 +60,20 @@ class UnknownBackendError(MLTrackError, LookupError):
 
 class PluginLoadError(MLTrackError, ImportError):
     """A plugin failed to load (raised only in strict plugin mode; otherwise a warning)."""
+
+
+class PluginContractError(PluginLoadError):
+    """A plugin or backend breaks the hook contract: a hook mltrack does not know, a hook
+    argument it does not pass, or a backend method named like a hook but lacking ``@hookimpl``.
+
+    A :class:`PluginLoadError` (an entry-point plugin that breaks the contract is not loaded),
+    raised at registration instead of every write to that hook being lost later.
+    """
+
+
+class ConfigurationError(MLTrackError, ValueError):
+    """A setting is unknown or has a value of the wrong type: a backend option or an
+    environment variable. The message names the setting and the values it accepts."""
 
 
 class BackendError(MLTrackError):

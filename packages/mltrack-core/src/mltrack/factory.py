@@ -242,7 +242,10 @@ def _health(backends: ActiveBackends, session: TrackingSession | None) -> Health
                 f"{stats.write_errors} write(s) failed, {stats.points_undelivered} point(s) not stored; "
                 f"last error: {stats.last_error}"
             )
-    load_errors = get_plugin_host().load_errors
+    host = get_plugin_host()
+    # A plugin left out for breaking the hook contract would lose its data unseen: an issue.
+    issues.extend(f"{name}: did not load: {err}" for name, err in sorted(host.contract_errors.items()))
+    load_errors = host.load_errors
     if load_errors:
         details["plugin_load_errors"] = dict(load_errors)
     return HealthStatus(not issues, tuple(issues), backend=",".join(backends.names), details=details)

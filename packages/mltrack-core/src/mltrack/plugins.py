@@ -9,6 +9,8 @@ call with its duration on stderr.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
 import sys
@@ -23,7 +25,13 @@ import pluggy
 
 from mltrack import hookspecs
 from mltrack.config import BackendConfig, TrackingConfig, _env_bool, _split_names
-from mltrack.errors import BackendError, NoBackendError, PluginLoadError, UnknownBackendError
+from mltrack.errors import (
+    BackendError,
+    NoBackendError,
+    PluginContractError,
+    PluginLoadError,
+    UnknownBackendError,
+)
 
 if TYPE_CHECKING:
     from mltrack.models import HealthStatus
@@ -34,6 +42,7 @@ __all__ = [
     "HookTarget",
     "PluginHost",
     "PluginLoadWarning",
+    "contract_problems",
     "get_plugin_host",
 ]
 
@@ -60,6 +69,58 @@ FIRST_PARTY_BACKENDS: Mapping[str, str] = {
 }
 """The distribution providing each first-party backend (its entry point has the backend's
 name), so an unknown-backend error names the package to install; none is imported here."""
+
+
+HOOK_NAMES: frozenset[str] = frozenset(n for n in dir(hookspecs) if n.startswith("mltrack_"))
+"""Every hook of the contract, as named in :mod:`mltrack.hookspecs`."""
+HOOKS_WHERE = "(hooks: mltrack.hookspecs)"
+
+
+def _closest_hook(name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(HOOK_NAMES), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else "no hook has a similar name: rename or remove it"
+
+
+def contract_problems(pm: pluggy.PluginManager, plugin: object, *, backend: bool) -> list[str]:
+    """What in ``plugin`` breaks the hook contract, each as a phrase ("implements unknown hook ...").
+
+    Every ``@hookimpl`` must name a hook of :mod:`mltrack.hookspecs` (by its own name or
+    ``specname``): pluggy accepts any name and never calls the rest, so a plugin defining
+    ``mltrack_log_metric`` would silently lose every point.
+
+    Methods named ``mltrack_*`` without ``@hookimpl`` are flagged on **backend objects**: pluggy
+    registers only marked methods, so a backend author who forgot the decorator loses that
+    hook's data just the same, and a backend object exists to implement hooks, so the prefix is
+    reserved there. On plugin modules and observer objects only an unmarked function named
+    exactly like a hook is flagged (a module's own helpers may carry the prefix; names imported
+    from elsewhere are not the plugin's).
+    """
+    problems: list[str] = []
+    own_module = plugin.__name__ if inspect.ismodule(plugin) else None
+    for attr in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attr)
+        if opts is not None:
+            hook = opts.get("specname") or attr
+            if hook not in HOOK_NAMES:
+                problems.append(f"implements unknown hook {hook!r}: {_closest_hook(hook)}")
+            continue
+        if not attr.startswith("mltrack_"):
+            continue
+        value = inspect.getattr_static(plugin, attr, None)
+        if not (callable(value) or isinstance(value, (staticmethod, classmethod))):
+            continue
+        if own_module is not None and getattr(value, "__module__", None) != own_module:
+            continue
+        if attr in HOOK_NAMES:
+            problems.append(
+                f"has {'method' if own_module is None else 'function'} {attr!r} without @hookimpl, "
+                "so mltrack never calls it: decorate it with @mltrack.hookimpl"
+            )
+        elif backend:
+            problems.append(
+                f"has method {attr!r} without @hookimpl, and no hook has that name: {_closest_hook(attr)}"
+            )
+    return problems
 
 
 class PluginLoadWarning(UserWarning):
@@ -98,6 +159,9 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.load_errors: dict[str, str] = {}
+        self.contract_errors: dict[str, str] = {}
+        """Entry-point plugins not loaded because they break the hook contract (also in
+        ``load_errors``); ``health_check()`` lists them as issues."""
         self._dists: dict[str, tuple[str | None, str | None]] = {}
         self._left_out: dict[str, str] = {}
         """Installed entry points the allow- or block-list kept from loading, and which one did."""
@@ -139,10 +203,14 @@ class PluginHost:
                 continue
             try:
                 plugin = ep.load()
-                self.pm.register(plugin, name=ep.name)
+                self._register_checked(plugin, ep.name, f"plugin {ep.name!r}", backend=False)
             except Exception as exc:
                 where = f"plugin {ep.name!r} from distribution {dist_name or '?'}"
                 self.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, PluginContractError):
+                    self.contract_errors[ep.name] = self.load_errors[ep.name]
+                    if strict:
+                        raise
                 if strict:
                     raise PluginLoadError(f"{where} failed to load: {exc}") from exc
                 warnings.warn(
@@ -155,12 +223,31 @@ class PluginHost:
             self._dists[ep.name] = (dist_name, dist.version if dist is not None else None)
 
     def register(self, plugin: object, name: str | None = None) -> str:
-        """Register a plugin object or module directly (in-process plugins, tests)."""
+        """Register a plugin object or module directly (in-process plugins, tests).
+
+        Raises :class:`PluginContractError` if it implements a hook mltrack does not know.
+        """
         self.load()
-        registered = self.pm.register(plugin, name=name)
+        who = f"plugin {name or self.pm.get_canonical_name(plugin)!r}"
+        registered = self._register_checked(plugin, name, who, backend=False)
         if registered is None:
             raise PluginLoadError(f"plugin {name!r} is blocked and was not registered")
         return registered
+
+    def _register_checked(self, plugin: object, name: str | None, who: str, *, backend: bool) -> str | None:
+        """Register ``plugin`` once it keeps the hook contract; else raise :class:`PluginContractError`.
+
+        ``who`` names it in the error as the user knows it (``plugin 'x'``, ``backend 'y' ...``).
+        """
+        problems = contract_problems(self.pm, plugin, backend=backend)
+        if problems:
+            raise PluginContractError(f"{who} {'; '.join(problems)} {HOOKS_WHERE}")
+        try:
+            return self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            # A hook argument the hook never passes (pluggy names the hook and the argument).
+            detail = " ".join(str(exc).split())
+            raise PluginContractError(f"{who} does not match its hook: {detail} {HOOKS_WHERE}") from exc
 
     def block(self, name: str) -> None:
         """Unregister plugin ``name`` if loaded and refuse to load it again."""
@@ -282,6 +369,13 @@ class PluginHost:
                 for i, reg in enumerate(registrations):
                     try:
                         backend = reg.factory(config.backend_config(reg.name))
+                        plugin_name = f"{BACKEND_PREFIX}{reg.name}:{id(backend):x}"
+                        who = f"backend {reg.name!r} (plugin {reg.plugin!r})"
+                        try:
+                            self._register_checked(backend, plugin_name, who, backend=True)
+                        except PluginContractError:
+                            _close(backend, plugin_name)  # it opened its store: let it go
+                            raise
                     except Exception as exc:
                         if i == 0 or not tolerate_secondary:
                             raise
@@ -289,8 +383,8 @@ class PluginHost:
                             "mltrack: backend %r could not start: %s: %s", reg.name, type(exc).__name__, exc
                         )
                         backend = FailedBackend(reg.name, f"{type(exc).__name__}: {exc}")
-                    plugin_name = f"{BACKEND_PREFIX}{reg.name}:{id(backend):x}"
-                    self.pm.register(backend, name=plugin_name)
+                        plugin_name = f"{BACKEND_PREFIX}{reg.name}:{id(backend):x}"
+                        self.pm.register(backend, name=plugin_name)
                     instances.append((plugin_name, backend))
             except BaseException:
                 for plugin_name, _ in instances:
@@ -419,13 +513,18 @@ class ActiveBackends:
         for plugin_name, backend in self._instances:
             if self.host.pm.get_plugin(plugin_name) is not None:
                 self.host.pm.unregister(name=plugin_name)
-            closer = getattr(backend, "close", None)
-            if callable(closer):
-                try:
-                    closer()
-                except Exception as exc:
-                    log.warning("mltrack: closing backend %s failed: %s", plugin_name, exc)
+            _close(backend, plugin_name)
         self._instances = []
+
+
+def _close(backend: object, plugin_name: str) -> None:
+    """Let ``backend`` release its store (``close()`` if it has one); a failure is logged."""
+    closer = getattr(backend, "close", None)
+    if callable(closer):
+        try:
+            closer()
+        except Exception as exc:
+            log.warning("mltrack: closing backend %s failed: %s", plugin_name, exc)
 
 
 def _ask(health: Callable[[], Any]) -> Any:
