@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 
 from mltrack.config import TrackingConfig
@@ -17,6 +18,10 @@ class TestAimLocalRepository(BackendConformance):
         return TrackingConfig(
             backends=("aim",), backend_options={"aim": {"repo_path": str(aim_repo)}}, strict=True
         )
+
+    def unusable_config(self, tracking_config: TrackingConfig, blocker: Path) -> TrackingConfig:
+        """The repository under a regular file: the aim backend's ``repo_path`` option locates it."""
+        return attrs.evolve(tracking_config, backend_options={"aim": {"repo_path": str(blocker / "repo")}})
 
 
 class TestAimServer(BackendConformance):

@@ -13,25 +13,53 @@ A backend author subclasses :class:`BackendConformance` in a test module and pro
             return TrackingConfig(backends=("mystore",), storage_path=str(tmp_path), strict=True)
 
 then runs ``pytest``. Every test writes through the public API (``TrackingSession``, the same
-writer training code uses) and reads back through ``ExperimentRepository``.
+writer training code uses) and reads back through ``ExperimentRepository``, as a user does;
+the few answers the repository hides (a read hook's None for an unknown run) are read from
+the backend's hooks directly (:meth:`Harness.read`).
+
+Tests that need the store to outlive a process (a fresh process reads a run back; a killed
+trainer's run reads CRASHED) run only for backends registered ``persistent=True`` and are
+skipped, saying so, for the others (``memory``). A subclass tunes them with:
+
+* :meth:`BackendConformance.unusable_config`: the configuration of a location the backend's
+  ``preflight`` must refuse (default: ``storage_path`` under a regular file; None skips);
+* :attr:`BackendConformance.crash_timeout`: how long a killed trainer's run may read RUNNING.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
 from mltrack.config import TrackingConfig
-from mltrack.errors import RunNotFoundError
-from mltrack.factory import build_session
-from mltrack.models import ArtifactType, ExperimentStatus, ExperimentSummary, TrainingMetrics
+from mltrack.errors import BackendError, RunNotFoundError
+from mltrack.factory import build_session, open_repository
+from mltrack.models import (
+    ArtifactType,
+    ExperimentRun,
+    ExperimentStatus,
+    ExperimentSummary,
+    MetricSeries,
+    ModelArtifact,
+    TrainingMetrics,
+)
 from mltrack.plugins import PluginHost, get_plugin_host
 from mltrack.repository import ExperimentRepository
+from mltrack.testing.memory import clear as clear_memory_store
 
 __all__ = ["BackendConformance", "Harness"]
 
@@ -45,10 +73,23 @@ class Harness:
 
     def __init__(self, config: TrackingConfig, host: PluginHost | None = None) -> None:
         self.config = config
-        host = host or get_plugin_host()
-        self.backends = host.activate(config)
-        self.session = build_session(config, lambda: self.backends, host)
+        self.host = host or get_plugin_host()
+        self.backends = self.host.activate(config)
+        self.session = build_session(config, lambda: self.backends, self.host)
         self.repo = ExperimentRepository(self.backends, before_read=self.session.flush)
+
+    @property
+    def persistent(self) -> bool:
+        """True if the primary backend's data outlives this process (its registration says so)."""
+        return self.host.backends()[self.backends.primary].persistent
+
+    def read(self, hook: str, **kwargs: Any) -> Any:
+        """The primary backend's own answer to read hook ``hook``, after everything logged is stored.
+
+        For the answers :class:`ExperimentRepository` turns into exceptions or empty lists.
+        """
+        self.session.flush()
+        return self.backends.read(hook, **kwargs)
 
     def close(self) -> None:
         """Finish open runs, drain the writer and release the backends."""
@@ -56,14 +97,97 @@ class Harness:
         self.backends.close()
 
 
+def _config_json(config: TrackingConfig) -> str:
+    """``config`` as JSON, for a child process to rebuild with :func:`_CHILD_CONFIG`."""
+    return json.dumps(attrs.asdict(config))
+
+
+# Rebuilds the parent's TrackingConfig in a child process from its JSON (argv[1]).
+_CHILD_CONFIG = """
+import json, sys
+from mltrack.config import TrackingConfig
+fields = json.loads(sys.argv[1])
+config = TrackingConfig(**{**fields, "backends": tuple(fields["backends"])})
+"""
+
+
+def _run_child(code: str, config: TrackingConfig, *, killed: bool = False, timeout: float = 180) -> Any:
+    """Run ``code`` in a fresh interpreter holding ``config``; return the JSON it printed last.
+
+    ``killed``: the child ends by killing itself, so its exit status says nothing.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_CHILD_CONFIG) + textwrap.dedent(code), _config_json(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if not lines or (proc.returncode != 0 and not killed):
+        raise AssertionError(
+            f"child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return json.loads(lines[-1])
+
+
+def _sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _plain_series(series: list[MetricSeries]) -> list[tuple[Any, ...]]:
+    """Series as comparable plain values: name, context, steps, values, timestamps (ms)."""
+    return sorted(
+        (
+            s.name,
+            sorted(dict(s.context).items()),
+            [int(x) for x in s.steps],
+            [float(x) for x in s.values],
+            None if s.timestamps is None else [round(float(t), 3) for t in s.timestamps],
+        )
+        for s in series
+    )
+
+
+def _plain_artifacts(artifacts: list[ModelArtifact]) -> list[tuple[Any, ...]]:
+    """Artifacts as comparable plain values: everything but where the stored copy lies, plus its bytes' hash."""
+    return sorted(
+        (a.name, a.artifact_type, a.metadata, a.size, a.sha256, _sha(a.file_path)) for a in artifacts
+    )
+
+
 class BackendConformance:
     """Subclass me and provide a ``tracking_config`` fixture (see the module docstring)."""
+
+    crash_timeout: float = 60.0
+    """Seconds a run whose trainer was killed may still read RUNNING (the writer process
+    stores what it received before it marks the run CRASHED)."""
+
+    def unusable_config(self, tracking_config: TrackingConfig, blocker: Path) -> TrackingConfig | None:
+        """``tracking_config`` moved to a location no store can be created in, or None to skip the test.
+
+        ``blocker`` is a regular file, so nothing can be created under it. The default moves
+        ``storage_path`` under it; override for a backend located by its own options.
+        """
+        if tracking_config.storage_path is None:
+            return None
+        return attrs.evolve(tracking_config, storage_path=str(blocker / "store"))
 
     @pytest.fixture
     def harness(self, tracking_config: TrackingConfig) -> Iterator[Harness]:
         h = Harness(tracking_config)
         yield h
         h.close()
+
+    @pytest.fixture
+    def persistent_harness(self, harness: Harness) -> Harness:
+        """The harness, for tests of a store that outlives the process (skipped for the others)."""
+        if not harness.persistent:
+            pytest.skip(
+                f"backend {harness.backends.primary!r} is registered persistent=False: "
+                "its runs live in one process, so no other process can read them or see its writer die"
+            )
+        return harness
 
     # --- runs ---------------------------------------------------------------------------
 
@@ -148,6 +272,103 @@ class BackendConformance:
         with pytest.raises(RunNotFoundError):
             harness.repo.get_experiment_sync(run.id)
 
+    def test_description_is_kept(self, harness: Harness) -> None:
+        """The run's description (``create_run(description=...)``) reads back as written."""
+        description = "PPO on CartPole: baseline with the default clip range.\nSecond line."
+        run = harness.session.create_run("conformance", description=description)
+        assert harness.repo.get_experiment_sync(run.id).description == description
+
+    def test_set_tags_adds_to_the_earlier_tags(self, harness: Harness) -> None:
+        """``set_tags`` adds: the tags given at creation and by earlier calls stay."""
+        run = harness.session.create_run("conformance", tags=["created"])
+        harness.session.set_tags(run, ["first-call"])
+        harness.session.set_tags(run, ["second-call"])
+        got = harness.repo.get_experiment_sync(run.id)
+        assert set(got.tags) == {"created", "first-call", "second-call"}
+
+    def test_log_params_twice_merges_and_the_later_value_of_a_key_wins(self, harness: Harness) -> None:
+        """``log_params`` merges into the config: other keys stay, a key given again takes the new value."""
+        run = harness.session.create_run("conformance", {"lr": 0.1, "agent": "PPO"})
+        harness.session.log_params(run, {"lr": 0.01, "gamma": 0.99})
+        harness.session.log_params(run, {"batch": 64})
+        got = harness.repo.get_experiment_sync(run.id)
+        assert got.config == {"lr": 0.01, "agent": "PPO", "gamma": 0.99, "batch": 64}
+
+    def test_normal_finish_reads_completed(self, harness: Harness) -> None:
+        """``finish_run`` without a status stores COMPLETED."""
+        run = harness.session.create_run("conformance")
+        harness.session.finish_run(run)
+        assert harness.repo.get_experiment_sync(run.id).status is ExperimentStatus.COMPLETED
+
+    def test_run_finished_crashed_by_the_writer_process_reads_crashed(self, harness: Harness) -> None:
+        """A run finished with status CRASHED reads CRASHED (not FAILED, not RUNNING).
+
+        That is how mltrack's writer process reports a trainer that died: it finishes the
+        trainer's open runs with CRASHED through ``mltrack_finish_run``.
+        """
+        run = harness.session.create_run("conformance")
+        harness.session.log_metric(run, "loss", 1.0, step=0)
+        harness.session.finish_run(run, ExperimentStatus.CRASHED)
+        got = harness.repo.get_experiment_sync(run.id)
+        assert got.status is ExperimentStatus.CRASHED
+        assert got.end_time is not None
+
+    def test_metrics_and_artifacts_of_an_unknown_run_are_not_found(self, harness: Harness) -> None:
+        """An unknown run id is "not found" everywhere, never a run with no metrics or files.
+
+        The repository raises ``RunNotFoundError``; the read hooks answer None (the hookspec of
+        ``mltrack_get_metrics`` says so; ``mltrack_list_artifacts`` answers None likewise, as
+        the memory, aim and mlflow backends do), never an empty list.
+        """
+        unknown = "e" * 24
+        harness.session.create_run("conformance")  # a store with a run in it, just not this one
+        with pytest.raises(RunNotFoundError):
+            harness.repo.get_experiment_metrics_sync(unknown)
+        with pytest.raises(RunNotFoundError):
+            harness.repo.list_artifacts_sync(unknown)
+        assert harness.read("mltrack_get_metrics", run_id=unknown, names=None) is None
+        assert harness.read("mltrack_list_artifacts", run_id=unknown) is None
+
+    def test_deleted_run_leaves_no_metrics_or_artifacts_behind(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        """After ``delete``, the run's metrics and artifacts are gone too: the read hooks answer None."""
+        run = harness.session.create_run("conformance")
+        harness.session.log_metric(run, "loss", 1.0, step=0)
+        source = tmp_path / "weights.bin"
+        source.write_bytes(b"w" * 100)
+        harness.session.log_artifact(run, source, ArtifactType.MODEL)
+        harness.session.finish_run(run)
+        harness.repo.delete_experiment_sync(run.id)
+        assert harness.read("mltrack_get_metrics", run_id=run.id, names=None) is None
+        assert harness.read("mltrack_list_artifacts", run_id=run.id) is None
+        with pytest.raises(RunNotFoundError):
+            harness.repo.get_experiment_metrics_sync(run.id)
+
+    def test_preflight_refuses_an_unusable_location_at_create_run(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        """A backend registered with ``preflight=`` makes ``create_run`` raise BackendError for a
+        location that cannot take a run, and opens no run."""
+        registration = harness.host.backends()[harness.backends.primary]
+        if registration.preflight is None:
+            pytest.skip(f"backend {registration.name!r} registers no preflight check")
+        blocker = tmp_path / "a-file-not-a-folder"
+        blocker.write_bytes(b"")
+        unusable = self.unusable_config(harness.config, blocker)
+        if unusable is None:
+            pytest.skip("this class names no unusable location: override unusable_config()")
+        # Writes would go to the working store: only the preflight may look at the unusable one.
+        session = build_session(
+            attrs.evolve(unusable, writer="thread"), lambda: harness.backends, harness.host
+        )
+        try:
+            with pytest.raises(BackendError):
+                session.create_run("conformance")
+            assert session.open_runs == []
+        finally:
+            session.close()
+
     # --- metrics --------------------------------------------------------------------------
 
     def test_metric_history_reads_back_exactly(self, harness: Harness) -> None:
@@ -227,6 +448,52 @@ class BackendConformance:
         assert set(harness.repo.get_experiment_metrics_sync(r1.id).series("v").values) == {1.0}
         assert set(harness.repo.get_experiment_metrics_sync(r2.id).series("v").values) == {2.0}
 
+    def test_metric_timestamps_are_kept(self, harness: Harness) -> None:
+        """Each point's timestamp reads back as logged, to the millisecond (MLflow keeps milliseconds)."""
+        run = harness.session.create_run("conformance")
+        start = datetime(2024, 3, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
+        logged = [start + timedelta(seconds=37.5 * step, milliseconds=step) for step in range(10)]
+        for step, at in enumerate(logged):
+            harness.session.log_metrics(run, TrainingMetrics(step=step, loss=1.0 / (step + 1), timestamp=at))
+        series = harness.repo.get_experiment_metrics_sync(run.id).series("loss")
+        assert series.timestamps is not None
+        got = [float(t) for t in series.timestamps]
+        want = [at.timestamp() for at in logged]
+        assert all(abs(g - w) <= 0.0011 for g, w in zip(got, want, strict=True)), (got, want)
+
+    def test_points_logged_out_of_order_across_batches_read_sorted(self, harness: Harness) -> None:
+        """Points of later steps stored first (an earlier batch) still read back sorted by step."""
+        run = harness.session.create_run("conformance")
+        for step in range(10, 20):
+            harness.session.log_metric(run, "m", float(step), step=step)
+        harness.session.flush()  # a batch of its own: the store holds steps 10..19 already
+        for step in range(10):
+            harness.session.log_metric(run, "m", float(step), step=step)
+        series = harness.repo.get_experiment_metrics_sync(run.id).series("m")
+        assert list(series.steps) == list(range(20))
+        assert [float(v) for v in series.values] == [float(s) for s in range(20)]
+
+    def test_step_logged_again_in_a_later_batch_keeps_the_later_value(self, harness: Harness) -> None:
+        """A step logged twice, in two batches, reads back once, with the value logged last."""
+        run = harness.session.create_run("conformance")
+        for step in range(3):
+            harness.session.log_metric(run, "m", 1.0, step=step)
+        harness.session.flush()
+        harness.session.log_metric(run, "m", 2.0, step=1)
+        series = harness.repo.get_experiment_metrics_sync(run.id).series("m")
+        assert list(zip(series.steps, series.values)) == [(0, 1.0), (1, 2.0), (2, 1.0)]
+
+    def test_context_reads_back_with_its_series(self, harness: Harness) -> None:
+        """A series' context (several keys, a number among the values) reads back as logged."""
+        run = harness.session.create_run("conformance")
+        context = {"subset": "val", "fold": 2}
+        harness.session.log_metric(run, "acc", 0.5, step=0, context=context)
+        harness.session.log_metric(run, "acc", 0.75, step=1, context=context)
+        (series,) = harness.repo.get_experiment_metrics_sync(run.id).all_series
+        assert series.name == "acc"
+        assert dict(series.context) == context
+        assert list(series.values) == [0.5, 0.75]
+
     # --- artifacts and health -------------------------------------------------------------
 
     def test_artifact_is_stored_as_a_copy_with_type_size_and_hash(
@@ -248,7 +515,149 @@ class BackendConformance:
         assert stored.sha256 == hashlib.sha256(payload).hexdigest()
         assert Path(stored.file_path).read_bytes() == payload
 
+    def test_artifact_type_is_kept_for_every_type(self, harness: Harness, tmp_path: Path) -> None:
+        """Each artifact reads back with the type it was logged with, whichever of the six."""
+        run = harness.session.create_run("conformance")
+        for kind in ArtifactType:
+            source = tmp_path / f"{kind.value}.bin"
+            source.write_bytes(kind.value.encode())
+            harness.session.log_artifact(run, source, kind)
+        got = {a.name: a.artifact_type for a in harness.repo.list_artifacts_sync(run.id)}
+        assert got == {f"{kind.value}.bin": kind for kind in ArtifactType}
+
+    def test_artifact_logged_twice_under_one_name_is_kept_once_the_last_winning(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        """Logging a file under a name the run already has replaces it: one artifact, the last
+        file's bytes, type, size, sha256 and metadata."""
+        run = harness.session.create_run("conformance")
+        first, second = tmp_path / "first.zip", tmp_path / "second.zip"
+        first.write_bytes(b"first" * 10)
+        second.write_bytes(b"second, longer" * 20)
+        harness.session.log_artifact(run, first, ArtifactType.CHECKPOINT, name="model.zip", metadata={"v": 1})
+        harness.session.log_artifact(run, second, ArtifactType.MODEL, name="model.zip", metadata={"v": 2})
+        (stored,) = harness.repo.list_artifacts_sync(run.id)
+        assert stored.name == "model.zip"
+        assert stored.artifact_type is ArtifactType.MODEL
+        assert stored.metadata == {"v": 2}
+        assert stored.size == second.stat().st_size
+        assert stored.sha256 == _sha(second)
+        assert Path(stored.file_path).read_bytes() == second.read_bytes()
+
     def test_health_reports_healthy(self, harness: Harness) -> None:
         answers = dict(harness.backends.health())
         answer = answers[harness.backends.primary]
         assert answer.is_healthy, answer.issues
+
+    # --- across processes and stores -----------------------------------------------------
+
+    def _write_full_run(self, harness: Harness, tmp_path: Path) -> tuple[ExperimentRun, dict[str, Any]]:
+        """A finished run with every field set; returns it and what a reader must see of it."""
+        s = harness.session
+        config = {"lr": 0.0003, "layers": [64, 64], "opt": {"beta": 0.9}}
+        run = s.create_run("conformance-full", config, name="full", tags=["a", "b"], description="all fields")
+        start = datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+        for step in range(5):
+            at = start + timedelta(seconds=step)
+            s.log_metrics(run, TrainingMetrics(step=step, loss=1.0 / (step + 1), timestamp=at))
+            s.log_metric(run, "acc", step / 10, step=step, context={"subset": "val"})
+        s.log_params(run, {"seed": 7})
+        s.set_tags(run, ["late"])
+        source = tmp_path / "policy.zip"
+        source.write_bytes(b"policy weights " * 50)
+        s.log_artifact(run, source, ArtifactType.MODEL, metadata={"score": 0.9})
+        s.finish_run(run, ExperimentStatus.COMPLETED, final_metrics={"win_rate": 0.5})
+        expected = {
+            "status": "completed",
+            "name": "full",
+            "experiment_name": "conformance-full",
+            "description": "all fields",
+            "config": {**config, "seed": 7},
+            "tags": ["a", "b", "late"],
+            "win_rate": 0.5,
+            "loss_steps": [0, 1, 2, 3, 4],
+            "acc_values": [0.0, 0.1, 0.2, 0.3, 0.4],
+            "artifact_sha": _sha(source),
+        }
+        return run, expected
+
+    def test_finished_run_is_read_back_complete_by_another_process(
+        self, persistent_harness: Harness, tmp_path: Path
+    ) -> None:
+        """A run written and finished here reads back complete in a fresh Python process."""
+        run, expected = self._write_full_run(persistent_harness, tmp_path)
+        got = _run_child(
+            f"""
+            from mltrack.factory import open_repository
+            with open_repository(config) as repo:
+                run = repo.get_experiment_sync({run.id!r})
+                history = repo.get_experiment_metrics_sync(run.experiment_id)
+                (artifact,) = repo.list_artifacts_sync(run.experiment_id)
+                import hashlib, pathlib
+                print(json.dumps(dict(
+                    status=run.status.value, name=run.name, experiment_name=run.experiment_name,
+                    description=run.description, config=run.config, tags=sorted(run.tags),
+                    win_rate=run.final_metrics.get("win_rate"), ended=run.end_time is not None,
+                    loss_steps=[int(s) for s in history.series("loss").steps],
+                    acc_values=[float(v) for v in history.series("acc", {{"subset": "val"}}).values],
+                    artifact_sha=hashlib.sha256(pathlib.Path(artifact.file_path).read_bytes()).hexdigest(),
+                )))
+            """,
+            persistent_harness.config,
+        )
+        assert got.pop("ended") is True
+        assert got == expected
+
+    def test_run_whose_trainer_was_killed_reads_crashed(self, persistent_harness: Harness) -> None:
+        """A run whose trainer died (SIGKILL) without finishing it reads CRASHED, within ``crash_timeout``."""
+        got = _run_child(
+            """
+            import os, signal
+            from mltrack.factory import build_session
+            from mltrack.plugins import get_plugin_host
+            host = get_plugin_host()
+            session = build_session(config, lambda: host.activate(config), host)
+            run = session.create_run("conformance-crash")
+            for step in range(10):
+                session.log_metric(run, "loss", float(step), step=step)
+            session.flush()
+            print(json.dumps(run.id), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+            """,
+            persistent_harness.config,
+            killed=True,
+        )
+        deadline = time.monotonic() + self.crash_timeout
+        while True:
+            status = persistent_harness.repo.get_experiment_sync(got).status
+            if status is not ExperimentStatus.RUNNING or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert status is ExperimentStatus.CRASHED
+
+    def test_copy_into_memory_keeps_every_field(self, harness: Harness, tmp_path: Path) -> None:
+        """``copy_to_sync`` into a memory store keeps every field of a finished run.
+
+        Id, experiment, name, description, tags, config, status, start and end time, final
+        metrics, every point (step, value, timestamp to the millisecond, context) and every
+        artifact (type, metadata, size, sha256, bytes).
+        """
+        run, _ = self._write_full_run(harness, tmp_path)
+        source = harness.repo.get_experiment_sync(run.id)
+        store = f"conformance-copy-{uuid.uuid4().hex}"
+        target_config = TrackingConfig(backends=("memory",), backend_options={"memory": {"store": store}})
+        try:
+            with open_repository(target_config) as target:
+                harness.repo.copy_to_sync(target, [run.id])
+                copied = target.get_experiment_sync(run.id)
+                copied_series = target.get_experiment_metrics_sync(run.id).all_series
+                copied_artifacts = _plain_artifacts(target.list_artifacts_sync(run.id))
+        finally:
+            clear_memory_store(store)
+        assert source.description == "all fields" and set(source.tags) == {"a", "b", "late"}
+        assert attrs.asdict(copied) == attrs.asdict(source)
+        assert _plain_series(copied_series) == _plain_series(
+            harness.repo.get_experiment_metrics_sync(run.id).all_series
+        )
+        assert len(copied_artifacts) == 1
+        assert copied_artifacts == _plain_artifacts(harness.repo.list_artifacts_sync(run.id))
