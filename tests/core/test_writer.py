@@ -255,3 +255,21 @@ for step in range(1000):
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["completed", "1000"]
+
+
+def test_a_store_path_that_cannot_hold_a_store_is_not_retried_for_the_retry_window() -> None:
+    # A file where the store's folder should be stays so: waiting 60 s for it stalled the writer.
+    def fail(hook_name: str, **kw: object) -> None:
+        try:
+            raise FileExistsError(17, "File exists", "/tmp/store")
+        except FileExistsError as exc:
+            raise BackendError("cannot open the store") from exc
+
+    target = RecordingTarget(fail_times=100)
+    target.call = fail  # type: ignore[method-assign]
+    stats = WriterStats()
+    sink = HookSink([target], stats, backoff=0.001, max_retries=2, retry_window=60.0)
+    started = time.monotonic()
+    sink.deliver(Op("mltrack_log_metrics", {"run_id": "r", "batch": None}, points=5))
+    assert time.monotonic() - started < 1.0
+    assert stats.retries == 2 and stats.points_undelivered == 5

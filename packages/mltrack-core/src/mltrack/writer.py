@@ -10,6 +10,7 @@ never drop points.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import queue
@@ -287,13 +288,30 @@ class HookSink:
         """Nothing to release: the targets belong to the caller."""
 
 
+# File-system errors that waiting does not fix: a store at a path that cannot hold it.
+_PERMANENT_OS_ERRORS = (
+    FileExistsError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+_PERMANENT_ERRNOS = frozenset({errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP})
+
+
 def _connection_error(exc: BaseException) -> bool:
-    """True if ``exc``, or what it was raised from, is an ``OSError`` (connection refused, reset, timeout, I/O)."""
+    """True if ``exc``, or what it was raised from, is a transient ``OSError`` (refused, reset, timeout, I/O).
+
+    A store restarting answers with these for a while, so they are retried for the retry
+    window. A path that is a file, missing, read-only or not permitted stays so: retrying
+    it only stalls the writer (a fan-out target on such a path held every write for 60 s).
+    """
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 8:
         if isinstance(current, OSError):
-            return True
+            permanent = isinstance(current, _PERMANENT_OS_ERRORS) or current.errno in _PERMANENT_ERRNOS
+            return not permanent
         current = current.__cause__ or current.__context__
         seen += 1
     return False
