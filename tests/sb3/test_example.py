@@ -12,20 +12,33 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_demo_trains_twice_and_prints_the_comparison_and_the_ui_command(
-    aim_repo: Path, tmp_path: Path
-) -> None:
-    env = {**os.environ, "ML_STORAGE_PATH": str(aim_repo)}
+def _run_demo(
+    aim_repo: Path, cwd: Path, timesteps: str, eval_freq: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``nox -s demo``'s script on a small budget, storing into ``aim_repo``; it must succeed."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--timesteps", "2048", "--eval-freq", "1024"],
+        [
+            sys.executable,
+            str(ROOT / "examples" / "demo.py"),
+            "--timesteps",
+            timesteps,
+            "--eval-freq",
+            eval_freq,
+        ],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
-        env=env,
+        cwd=cwd,
+        env={**os.environ, "ML_STORAGE_PATH": str(aim_repo), **env},
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    out = done.stdout
+    return done
+
+
+def test_the_demo_trains_twice_and_prints_the_comparison_and_the_ui_command(
+    aim_repo: Path, tmp_path: Path
+) -> None:
+    out = _run_demo(aim_repo, tmp_path, "2048", "1024").stdout
     assert "learning_rate: ppo-lr-0.0003=0.0003, ppo-lr-0.001=0.001" in out
     assert "eval/best_mean_reward" in out
     assert "best run: ppo-lr-" in out
@@ -38,16 +51,8 @@ def test_the_demo_prints_ui_commands_that_work_from_a_shell_without_its_environm
     aim_repo: Path, tmp_path: Path
 ) -> None:
     # nox -s demo installs into .nox/demo, which is not on the user's PATH.
-    env = {**os.environ, "ML_STORAGE_PATH": str(aim_repo), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--timesteps", "256", "--eval-freq", "128"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    env = {"PATH": "/usr/bin:/bin"}
+    done = _run_demo(aim_repo, tmp_path, "256", "128", **env)
     lines = done.stdout.splitlines()
     aim_line = next(line for line in lines if line.strip().endswith(f"up --repo {aim_repo}"))
     aim = Path(aim_line.split()[0])
