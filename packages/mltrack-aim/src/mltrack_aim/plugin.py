@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mltrack.config import BackendConfig
 from mltrack.hookspecs import RegisterBackend, hookimpl
-from mltrack_aim.settings import preflight
+from mltrack_aim.settings import AimOptions, preflight
 
 __all__ = ["create_backend", "mltrack_register_backends"]
 
@@ -30,4 +30,6 @@ def mltrack_register_backends(register: RegisterBackend) -> None:
         description="Aim repository on disk, or a remote `aim server` (aim://host:port).",
         out_of_process=True,
         preflight=preflight,
+        options=AimOptions,  # a mistyped option is an error, not a write to ./aim_logs
+        backend_class="mltrack_aim.backend:AimBackend",
     )

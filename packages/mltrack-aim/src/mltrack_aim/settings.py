@@ -8,13 +8,18 @@ This module does not import aim, so ``import mltrack_aim`` stays cheap.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from mltrack.config import BackendConfig, TrackingConfig, configure_backend, storage_path_setting
+from mltrack.config import (
+    BackendConfig,
+    TrackingConfig,
+    configure_backend,
+    parse_backend_options,
+    storage_path_setting,
+)
 from mltrack.errors import BackendError, StoreNotFoundError
 from mltrack.storage import is_writable
 from mltrack.storage import storage_problems as local_problems
@@ -24,6 +29,7 @@ __all__ = [
     "MIN_FREE_BYTES",
     "REFUSE_BELOW_BYTES",
     "REMOTE_SCHEME",
+    "AimOptions",
     "AimSettings",
     "configure_aim_backend",
     "is_writable",
@@ -38,6 +44,28 @@ MIN_FREE_BYTES = 16 * 2**20
 """Below this much free space health_check() warns: RocksDB's next flush or compaction may fail."""
 REFUSE_BELOW_BYTES = 2**20
 """Below this much free space a new run is refused: the disk is full, the run would be lost."""
+
+
+@attrs.frozen(kw_only=True)
+class AimOptions:
+    """The options of the ``aim`` backend: ``configure_aim_backend(...)``,
+    ``configure_backend("aim", ...)``, ``mltrack copy --to-option KEY=VALUE``.
+
+    Declared at ``register("aim", ..., options=AimOptions)``, so a mistyped one is an error.
+    """
+
+    repo_path: str | None = attrs.field(
+        default=None, metadata={"help": "folder holding .aim, or aim://host:port (default: AIM_REPO_PATH)"}
+    )
+    artifacts_dir: str | None = attrs.field(
+        default=None, metadata={"help": "folder for artifact copies (default: <repository>/aim_artifacts)"}
+    )
+    index_timeout: float = attrs.field(
+        default=10.0, metadata={"help": "seconds to wait for Aim's index lock held by another process"}
+    )
+    crash_grace: float = attrs.field(
+        default=45.0, metadata={"help": "seconds past a missed check-in before a remote run reads CRASHED"}
+    )
 
 
 @attrs.frozen
@@ -71,7 +99,7 @@ class AimSettings:
     @classmethod
     def from_backend_config(cls, config: BackendConfig) -> AimSettings:
         """Resolve the settings mltrack hands to the ``aim`` backend factory."""
-        options: Mapping[str, Any] = config.options
+        options = parse_backend_options("aim", AimOptions, config.options)
         raw, source = _location(options, config.storage_path)
         if raw.startswith(REMOTE_SCHEME):
             repo = raw.rstrip("/")
@@ -79,25 +107,25 @@ class AimSettings:
             default_artifacts = Path(config.storage_path or DEFAULT_REPO_PATH)
             if str(default_artifacts).startswith(REMOTE_SCHEME):
                 default_artifacts = Path(DEFAULT_REPO_PATH)
-            artifacts = Path(options.get("artifacts_dir") or default_artifacts / "aim_artifacts")
+            artifacts = Path(options.artifacts_dir or default_artifacts / "aim_artifacts")
         else:
             repo = str(Path(raw).expanduser().resolve())
-            artifacts = Path(options.get("artifacts_dir") or Path(repo) / "aim_artifacts")
+            artifacts = Path(options.artifacts_dir or Path(repo) / "aim_artifacts")
         return cls(
             repo=repo,
             experiment_name=config.experiment_name,
             artifacts_dir=str(artifacts.expanduser().resolve()),
-            index_timeout=float(options.get("index_timeout", 10.0)),
-            crash_grace=float(options.get("crash_grace", 45.0)),
+            index_timeout=options.index_timeout,
+            crash_grace=options.crash_grace,
             source=source,
             must_exist=config.must_exist,
         )
 
 
-def _location(options: Mapping[str, Any], storage_path: str | None) -> tuple[str, str]:
+def _location(options: AimOptions, storage_path: str | None) -> tuple[str, str]:
     """Where the repository is, and the setting that said so (in the order of precedence)."""
-    if options.get("repo_path"):
-        return str(options["repo_path"]), "the repo_path option"
+    if options.repo_path:
+        return options.repo_path, "the repo_path option"
     if os.environ.get("AIM_REPO_PATH"):
         return os.environ["AIM_REPO_PATH"], "AIM_REPO_PATH"
     if storage_path:
@@ -116,7 +144,8 @@ def configure_aim_backend(
     use) or ``aim://host:port`` for a remote ``aim server``; by default ``AIM_REPO_PATH``,
     else ``ML_STORAGE_PATH``, else ``./aim_logs``. ``experiment_name`` is the default
     experiment of new runs (``ML_EXPERIMENT_NAME``). Other options: ``artifacts_dir``,
-    ``index_timeout``, ``crash_grace``.
+    ``index_timeout``, ``crash_grace`` (see :class:`AimOptions`); an unknown or ill-typed one
+    raises :class:`mltrack.errors.ConfigurationError` listing the valid ones.
     """
     if repo_path is not None:
         options["repo_path"] = os.fspath(repo_path)

@@ -889,15 +889,20 @@ def copy(
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def backends(as_json: bool) -> None:
-    """List installed plugins, the backends they provide, their hooks and load errors.
+    """List installed plugins, the backends they provide with their hooks and options, and load errors.
 
     Example: mltrack backends --json
     """
+    from mltrack.config import describe_options
     from mltrack.plugins import get_plugin_host
 
     host = get_plugin_host()
     plugins = host.plugins()
     regs = host.backends()
+    backend_hooks = {name: _backend_hooks(reg) for name, reg in regs.items()}
+    backend_options = {
+        name: describe_options(reg.options) if reg.options is not None else None for name, reg in regs.items()
+    }
     if as_json:
         _echo_json(
             {
@@ -911,6 +916,22 @@ def backends(as_json: bool) -> None:
                     }
                     for p in plugins
                 ],
+                "backends": {
+                    name: {
+                        "plugin": reg.plugin,
+                        "description": reg.description,
+                        "persistent": reg.persistent,
+                        "hooks": backend_hooks[name],
+                        # None: the backend declares no options (it takes any)
+                        "options": None
+                        if backend_options[name] is None
+                        else [
+                            {"name": o.name, "type": o.type, "default": o.default}
+                            for o in backend_options[name] or ()
+                        ],
+                    }
+                    for name, reg in sorted(regs.items())
+                },
                 "load_errors": dict(host.load_errors),
             }
         )
@@ -924,8 +945,27 @@ def backends(as_json: bool) -> None:
         if provided:
             click.echo(f"  backends: {', '.join(provided)}")
         click.echo(f"  hooks:    {', '.join(p.hooks)}")
+        for name in provided:
+            hooks = backend_hooks[name]
+            click.echo(f"  backend {name}: {regs[name].description}".rstrip(": "))
+            click.echo(f"    hooks:   {', '.join(hooks) if isinstance(hooks, list) else hooks}")
+            described = backend_options[name]
+            shown = (
+                "any (none declared)"
+                if described is None
+                else ", ".join(f"{o.name}: {o.type} = {o.default!r}" for o in described) or "none"
+            )
+            click.echo(f"    options: {shown}")
     for name, err in sorted(host.load_errors.items()):
         click.echo(f"{name}  FAILED TO LOAD: {err}", err=True)
+
+
+def _backend_hooks(reg: Any) -> list[str] | str:
+    """The hooks of a backend, read from its class; why not, if the class cannot be imported."""
+    try:
+        return list(reg.hooks()) or "(not known until built: register it with backend_class=...)"
+    except Exception as exc:  # the store's library is missing or broken: say so, list the rest
+        return f"(cannot import the backend class: {type(exc).__name__}: {exc})"
 
 
 @cli.command()

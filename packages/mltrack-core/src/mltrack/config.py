@@ -8,17 +8,27 @@ Set it with environment variables (the seed's ``ML_TRACKING_BACKEND``, ``ML_STOR
 from __future__ import annotations
 
 import os
+import types
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
+from mltrack.errors import ConfigurationError
+
+_T = TypeVar("_T")
+
 __all__ = [
+    "SHARED_OPTIONS",
     "BackendConfig",
+    "OptionInfo",
     "TrackingConfig",
     "configure",
     "configure_backend",
     "current_config",
+    "describe_options",
+    "parse_backend_options",
     "reset_configuration",
     "storage_path_setting",
 ]
@@ -47,6 +57,119 @@ def _split_names(raw: str | None) -> tuple[str, ...]:
     if not raw:
         return ()
     return tuple(n.strip() for n in raw.split(",") if n.strip())
+
+
+SHARED_OPTIONS = ("storage_path", "experiment_name")
+"""Options every backend takes (:func:`configure_backend` makes them the shared settings)."""
+
+
+@attrs.frozen
+class OptionInfo:
+    """One declared backend option, as ``mltrack backends`` shows it."""
+
+    name: str
+    type: str
+    default: Any
+    help: str = ""
+
+
+def describe_options(options: type) -> list[OptionInfo]:
+    """The options an options class declares (its attrs fields), in declaration order."""
+    out = []
+    for field in attrs.fields(options):
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        elif default is attrs.NOTHING:
+            default = None
+        shown = (
+            field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+        )
+        out.append(OptionInfo(field.name, str(shown), default, str(field.metadata.get("help", ""))))
+    return out
+
+
+def parse_backend_options(backend: str, options: type[_T], given: Mapping[str, Any]) -> _T:
+    """Check ``given`` against backend ``backend``'s options class and build an instance of it.
+
+    An unknown name raises :class:`ConfigurationError` naming the closest valid one and listing
+    them all; a value of the wrong type too, naming the type and the default. Text (from the
+    command line or the environment) is converted to the declared type: ``"5"`` to 5,
+    ``"yes"`` to True. The shared options (``storage_path``, ``experiment_name``) are valid
+    for every backend and are not passed to the class.
+    """
+    declared = {f.name: f for f in attrs.fields(typing.cast(Any, options))}
+    valid = [*declared, *(n for n in SHARED_OPTIONS if n not in declared)]
+    for name in given:
+        if name not in valid:
+            import difflib
+
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigurationError(
+                f"unknown option {name!r} for backend {backend!r}: {hint}valid options: {', '.join(valid)}"
+            )
+    hints = typing.get_type_hints(options)
+    values = {}
+    for name, value in given.items():
+        if name not in declared:
+            continue
+        try:
+            values[name] = _coerce(value, hints[name])
+        except (TypeError, ValueError):
+            default = {o.name: o.default for o in describe_options(options)}[name]
+            shown = _type_name(declared[name].type)
+            article = "an" if shown[:1] in "aeiou" else "a"
+            raise ConfigurationError(
+                f"option {name!r} for backend {backend!r} takes {article} {shown} "
+                f"(default {default!r}), not {value!r}"
+            ) from None
+    return options(**values)
+
+
+def _type_name(tp: Any) -> str:
+    return tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp`` (str, int, float, bool, or a union of them with None); else raise."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except (TypeError, ValueError):
+                continue
+        raise TypeError(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            from mltrack.settings import parse_bool
+
+            return parse_bool(value)
+        raise TypeError(value)
+    if tp is str:
+        if isinstance(value, (str, os.PathLike)):
+            return os.fspath(value)
+        raise TypeError(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise TypeError(value)
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError(value)
+        return float(value)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise TypeError(value)
 
 
 @attrs.frozen
@@ -156,14 +279,32 @@ def configure_backend(name: str, **options: Any) -> TrackingConfig:
     """Select backend ``name`` (or ``"a,b"`` to fan out) and pass it ``options``.
 
     ``storage_path`` and ``experiment_name`` among the options set the shared settings.
+    When the backend's plugin is installed, its options are checked here (an unknown or
+    ill-typed one raises :class:`ConfigurationError` listing the valid ones); otherwise they are
+    checked when the backend is activated.
     """
     names = _split_names(name)
     if not names:
         raise ValueError("configure_backend needs a backend name, e.g. configure_backend('aim')")
-    shared = {k: options.pop(k) for k in ("storage_path", "experiment_name") if k in options}
+    shared = {k: options.pop(k) for k in SHARED_OPTIONS if k in options}
     per_backend = dict(current_config().backend_options)
     per_backend[names[0]] = {**per_backend.get(names[0], {}), **options}
+    _check_now(names[0], per_backend[names[0]])
     return configure(backends=names, backend_options=per_backend, **shared)
+
+
+def _check_now(backend: str, options: Mapping[str, Any]) -> None:
+    """Check ``options`` against backend ``backend``'s declared options, if its plugin is loaded.
+
+    Loading the plugins is cheap (they import no store); a backend not installed yet (or
+    registered in code later) is checked at activation instead.
+    """
+    # Imported here: plugins imports this module.
+    from mltrack.plugins import get_plugin_host
+
+    registration = get_plugin_host().backends().get(backend)
+    if registration is not None and registration.options is not None:
+        parse_backend_options(backend, registration.options, options)
 
 
 def reset_configuration() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from mltrack.config import TrackingConfig, configure_backend, current_config
+from mltrack.config import SHARED_OPTIONS, TrackingConfig, configure_backend, current_config
 from mltrack.errors import MLTrackError
 from mltrack.models import ExperimentStatus, HealthStatus
 from mltrack.plugins import ActiveBackends, PluginHost, get_plugin_host
@@ -151,7 +151,8 @@ def open_repository(
     """A repository over a store of its own: ``open_repository("aim", repo_path="/data/aim")``.
 
     ``backend`` is a backend name (its settings: the current configuration's, overridden by
-    ``options``) or a whole :class:`TrackingConfig`. Unlike :func:`experiment_repository`
+    ``options``; an unknown or ill-typed one raises :class:`mltrack.errors.ConfigurationError`)
+    or a whole :class:`TrackingConfig`. Unlike :func:`experiment_repository`
     it can open a store other than the configured one (to copy runs between stores); close
     it when done (it is a context manager). ``must_exist=True`` opens an existing store only:
     where there is none, :class:`mltrack.errors.StoreNotFoundError` says so instead of an
@@ -162,9 +163,11 @@ def open_repository(
         config = backend
     else:
         base = current_config()
+        # storage_path and experiment_name are the shared settings, as in configure_backend.
+        shared = {k: options.pop(k) for k in SHARED_OPTIONS if k in options}
         merged = {**base.backend_options.get(backend, {}), **options}
         config = attrs.evolve(
-            base, backends=(backend,), backend_options={**base.backend_options, backend: merged}
+            base, backends=(backend,), backend_options={**base.backend_options, backend: merged}, **shared
         )
     if must_exist:
         config = attrs.evolve(config, must_exist=True)

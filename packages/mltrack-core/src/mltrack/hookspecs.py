@@ -45,7 +45,8 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 RegisterBackend = Callable[..., None]
-"""``register(name, factory, *, persistent=True, description="", out_of_process=False, preflight=None)``.
+"""``register(name, factory, *, persistent=True, description="", out_of_process=False, preflight=None,
+options=None, backend_class=None)``.
 
 See :func:`mltrack_register_backends`."""
 
@@ -72,8 +73,13 @@ def mltrack_register_backends(register: RegisterBackend) -> None:
     training process before every new run and raises :class:`mltrack.errors.BackendError`
     when the store cannot take one (read-only, full, missing): writes are asynchronous, so
     this is how ``create_run`` can fail early with a clear error. It must be cheap (a few
-    system calls) and must not import the store. Called for every plugin: a plugin may
-    register zero or many backends.
+    system calls) and must not import the store. ``options``, an attrs class whose fields are
+    the backend's options (name, type, default; ``metadata={"help": ...}`` for a line of
+    help), makes an unknown or ill-typed option an error listing the valid ones
+    (:func:`mltrack.config.parse_backend_options`); without it the backend takes any option.
+    ``backend_class`` (a class or ``"module:Class"``, imported only by ``mltrack backends``)
+    lists the backend's hooks when the factory is a function. Called for every plugin: a
+    plugin may register zero or many backends.
     """
 
 

@@ -24,7 +24,7 @@ import attrs
 import pluggy
 
 from mltrack import hookspecs
-from mltrack.config import BackendConfig, TrackingConfig, _env_bool, _split_names
+from mltrack.config import BackendConfig, TrackingConfig, _env_bool, _split_names, parse_backend_options
 from mltrack.errors import (
     BackendError,
     NoBackendError,
@@ -140,6 +140,38 @@ class BackendRegistration:
     """Prefer a separate writer process (the store is slow or heavy to import)."""
     preflight: Callable[[BackendConfig], None] | None = None
     """A cheap check run in the training process before each new run (see the hookspec)."""
+    options: type | None = None
+    """The backend's options as an attrs class (field: name, type, default); None takes any."""
+    backend_class: type | str | None = None
+    """The class the factory builds (or ``"module:Class"``, imported only to list its hooks)."""
+
+    def check_options(self, given: Mapping[str, Any]) -> None:
+        """Raise :class:`ConfigurationError` if ``given`` holds an unknown or ill-typed option."""
+        if self.options is not None:
+            parse_backend_options(self.name, self.options, given)
+
+    def hooks(self) -> tuple[str, ...]:
+        """The hooks the backend implements, read from its class (never built; may import the store)."""
+        cls = self.backend_class
+        if cls is None and isinstance(self.factory, type):
+            cls = self.factory
+        if isinstance(cls, str):
+            from importlib import import_module
+
+            module, _, qualname = cls.partition(":")
+            found: Any = import_module(module)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+            cls = found
+        if cls is None:
+            return ()
+        marker = f"{hookspecs.PROJECT}_impl"
+        names = set()
+        for attr in dir(cls):
+            opts = getattr(inspect.getattr_static(cls, attr, None), marker, None)
+            if isinstance(opts, dict):
+                names.add(opts.get("specname") or attr)
+        return tuple(sorted(names))
 
 
 @attrs.frozen
@@ -282,6 +314,8 @@ class PluginHost:
                 description: str = "",
                 out_of_process: bool = False,
                 preflight: Callable[[BackendConfig], None] | None = None,
+                options: type | None = None,
+                backend_class: type | str | None = None,
                 _plugin: str = plugin_name,
             ) -> None:
                 hookspecs_name = str(name)
@@ -293,8 +327,21 @@ class PluginHost:
                         stacklevel=2,
                     )
                     return
+                if options is not None and not attrs.has(options):
+                    raise TypeError(
+                        f"register({hookspecs_name!r}, options=...) takes an attrs class whose fields "
+                        f"are the options, not {options!r}"
+                    )
                 found[hookspecs_name] = BackendRegistration(
-                    hookspecs_name, factory, _plugin, persistent, description, out_of_process, preflight
+                    hookspecs_name,
+                    factory,
+                    _plugin,
+                    persistent,
+                    description,
+                    out_of_process,
+                    preflight,
+                    options,
+                    backend_class,
                 )
 
             try:
@@ -330,7 +377,12 @@ class PluginHost:
         unknown = [n for n in names if n not in available]
         if unknown:
             raise UnknownBackendError(self._unknown_backend(unknown[0], sorted(available)))
-        return [available[n] for n in dict.fromkeys(names)]
+        selected = [available[n] for n in dict.fromkeys(names)]
+        # Before any store is touched (and in the training process, when a writer process will
+        # build the backend): a mistyped option would otherwise fall back to a default store.
+        for reg in selected:
+            reg.check_options(config.backend_options.get(reg.name, {}))
+        return selected
 
     def _unknown_backend(self, name: str, available: list[str]) -> str:
         """Why backend ``name`` is not available and what to do: install it, unblock it, or fix the name."""

@@ -10,7 +10,7 @@ import os
 
 from mltrack.config import BackendConfig
 from mltrack.hookspecs import RegisterBackend, hookimpl
-from mltrack_mlflow.settings import preflight
+from mltrack_mlflow.settings import MlflowOptions, preflight
 
 __all__ = ["create_backend", "mltrack_register_backends"]
 
@@ -40,4 +40,6 @@ def mltrack_register_backends(register: RegisterBackend) -> None:
         # loses nothing it handed over (its open runs are marked CRASHED).
         out_of_process=True,
         preflight=preflight,  # a store that cannot take a run fails create_run, not the writer later
+        options=MlflowOptions,  # a mistyped option is an error, not a write to ./mlflow_logs
+        backend_class="mltrack_mlflow.backend:MlflowBackend",
     )

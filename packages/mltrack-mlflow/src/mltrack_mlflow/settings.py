@@ -10,14 +10,19 @@ This module does not import mlflow, so ``import mltrack_mlflow`` stays cheap.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import attrs
 
-from mltrack.config import BackendConfig, TrackingConfig, configure_backend, storage_path_setting
+from mltrack.config import (
+    BackendConfig,
+    TrackingConfig,
+    configure_backend,
+    parse_backend_options,
+    storage_path_setting,
+)
 from mltrack.errors import BackendError, StoreNotFoundError
 from mltrack.storage import storage_problems as local_problems
 
@@ -26,6 +31,7 @@ __all__ = [
     "DEFAULT_STORAGE_PATH",
     "MIN_FREE_BYTES",
     "REFUSE_BELOW_BYTES",
+    "MlflowOptions",
     "MlflowSettings",
     "configure_mlflow_backend",
     "preflight",
@@ -50,6 +56,24 @@ def sqlite_uri(folder: str | os.PathLike[str]) -> str:
 
 def _is_uri(text: str) -> bool:
     return "://" in text or text.startswith("file:")
+
+
+@attrs.frozen(kw_only=True)
+class MlflowOptions:
+    """The options of the ``mlflow`` backend: ``configure_mlflow_backend(...)``,
+    ``configure_backend("mlflow", ...)``, ``mltrack copy --to-option KEY=VALUE``.
+
+    Declared at ``register("mlflow", ..., options=MlflowOptions)``, so a mistyped one is an error.
+    """
+
+    tracking_uri: str | None = attrs.field(
+        default=None,
+        metadata={"help": "a folder, sqlite:///... or http(s):// server (default: MLFLOW_TRACKING_URI)"},
+    )
+    artifacts_dir: str | None = attrs.field(
+        default=None,
+        metadata={"help": "artifact root of a local store (default: <database folder>/artifacts)"},
+    )
 
 
 @attrs.frozen
@@ -84,11 +108,11 @@ class MlflowSettings:
     @classmethod
     def from_backend_config(cls, config: BackendConfig) -> MlflowSettings:
         """Resolve the settings mltrack hands to the ``mlflow`` backend factory."""
-        options: Mapping[str, Any] = config.options
+        options = parse_backend_options("mlflow", MlflowOptions, config.options)
         storage = config.storage_path
         raw, source = _location(options, storage)
         uri = raw.rstrip("/") if _is_uri(raw) else sqlite_uri(raw)
-        artifacts = options.get("artifacts_dir")
+        artifacts: str | Path | None = options.artifacts_dir
         if not artifacts:
             db_path = cls(uri, config.experiment_name, "").db_path
             if db_path is not None:
@@ -106,10 +130,10 @@ class MlflowSettings:
         )
 
 
-def _location(options: Mapping[str, Any], storage_path: str | None) -> tuple[str, str]:
+def _location(options: MlflowOptions, storage_path: str | None) -> tuple[str, str]:
     """Where the store is, and the setting that said so (in the order of precedence)."""
-    if options.get("tracking_uri"):
-        return str(options["tracking_uri"]), "the tracking_uri option"
+    if options.tracking_uri:
+        return options.tracking_uri, "the tracking_uri option"
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
     if storage_path:
