@@ -21,13 +21,14 @@ A fresh-process read-back test (tests/aim/test_batch_writes.py) guards it.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from importlib import import_module
 from typing import Any, cast
 
 from aim.storage import treeutils
 from aim.storage.context import Context
+
+from mltrack.settings import env
 
 # Cython modules without stubs: typed as Any on purpose.
 E: Any = import_module("aim.storage.encoding")
@@ -49,7 +50,7 @@ def aim_version() -> str:
 
 def batch_path_enabled() -> bool:
     """True when metric batches may bypass ``run.track`` (tested Aim, not switched off)."""
-    if os.environ.get("MLTRACK_AIM_BATCH", "1").strip().lower() in ("0", "false", "no", "off"):
+    if not env("MLTRACK_AIM_BATCH"):
         return False
     return aim_version().startswith(TESTED_AIM)
 
@@ -83,7 +84,7 @@ class MetricWriter:
         if not len(steps):
             return
         if not self.batched or self.remote:
-            self._track_each(name, context, steps, values)
+            self._track_each(name, context, steps, values, timestamps)
             return
         tracker = self.run._tracker
         ctx = Context(cast(Any, dict(context)))
@@ -99,7 +100,7 @@ class MetricWriter:
         if start >= len(steps):
             return
         if info.version != 2 or info.step_view is None or info.dtype not in ("float", "int"):
-            self._track_each(name, context, steps[start:], values[start:])
+            self._track_each(name, context, steps[start:], values[start:], timestamps[start:])
             return
         rows = [
             (int(s), float(v), float(t)) for s, v, t in zip(steps[start:], values[start:], timestamps[start:])
@@ -108,10 +109,33 @@ class MetricWriter:
         self._update_metadata(ctx.idx, name, info, rows)
 
     def _track_each(
-        self, name: str, context: Mapping[str, Any], steps: Sequence[int], values: Sequence[float]
+        self,
+        name: str,
+        context: Mapping[str, Any],
+        steps: Sequence[int],
+        values: Sequence[float],
+        timestamps: Sequence[float],
     ) -> None:
-        track = self.run.track
+        """One point at a time through Aim's tracker, each with the time it was logged at.
+
+        ``run.track`` stamps every point with the time of the call, not the time the user
+        logged it (a batch arrives up to a flush interval later, a copied run years later):
+        on a tested Aim, its tracker's ``_track`` takes the point's own time instead.
+        """
         ctx = dict(context) or None
+        if self.batched:
+            tracker = self.run._tracker
+            if tracker._non_blocking:  # an aim:// server: through Aim's queue, as run.track does
+                register = tracker.repo.tracking_queue.register_task
+                for step, value, ts in zip(steps, values, timestamps):
+                    register(
+                        tracker._track, float(value), float(ts), name, int(step), None, context=ctx or {}
+                    )
+            else:
+                for step, value, ts in zip(steps, values, timestamps):
+                    tracker._track(float(value), float(ts), name, int(step), None, context=ctx or {})
+            return
+        track = self.run.track
         for step, value in zip(steps, values):
             track(float(value), name=name, step=int(step), context=ctx)
 

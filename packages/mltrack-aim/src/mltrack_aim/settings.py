@@ -21,6 +21,7 @@ from mltrack.config import (
     storage_path_setting,
 )
 from mltrack.errors import BackendError, StoreNotFoundError
+from mltrack.settings import env
 from mltrack.storage import is_writable
 from mltrack.storage import storage_problems as local_problems
 
@@ -126,8 +127,9 @@ def _location(options: AimOptions, storage_path: str | None) -> tuple[str, str]:
     """Where the repository is, and the setting that said so (in the order of precedence)."""
     if options.repo_path:
         return options.repo_path, "the repo_path option"
-    if os.environ.get("AIM_REPO_PATH"):
-        return os.environ["AIM_REPO_PATH"], "AIM_REPO_PATH"
+    repo_path = env("AIM_REPO_PATH")
+    if repo_path:
+        return repo_path, "AIM_REPO_PATH"
     if storage_path:
         return storage_path, storage_path_setting(storage_path)
     return DEFAULT_REPO_PATH, "the default: set ML_STORAGE_PATH to choose another"

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import attrs
 
 from mltrack.errors import ConfigurationError
+from mltrack.settings import env, parse_bool, parse_names
 
 _T = TypeVar("_T")
 
@@ -36,27 +37,8 @@ __all__ = [
 DEFAULT_EXPERIMENT_NAME = "default"
 
 
-def _env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return raw.strip().lower() not in ("0", "false", "no", "off")
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-
-
 def _split_names(raw: str | None) -> tuple[str, ...]:
-    if not raw:
-        return ()
-    return tuple(n.strip() for n in raw.split(",") if n.strip())
+    return parse_names(raw or "")
 
 
 SHARED_OPTIONS = ("storage_path", "experiment_name")
@@ -151,8 +133,6 @@ def _coerce(value: Any, tp: Any) -> Any:
         if isinstance(value, bool):
             return value
         if isinstance(value, str):
-            from mltrack.settings import parse_bool
-
             return parse_bool(value)
         raise TypeError(value)
     if tp is str:
@@ -191,7 +171,7 @@ def storage_path_setting(storage_path: str | None) -> str:
     ``ML_STORAGE_PATH`` when the environment holds that value, else the option of
     :func:`configure_backend` (code wins over the environment, so that is where it came from).
     """
-    if storage_path is not None and os.environ.get("ML_STORAGE_PATH") == storage_path:
+    if storage_path is not None and env("ML_STORAGE_PATH") == storage_path:
         return "ML_STORAGE_PATH"
     return "the storage_path option of configure_backend"
 
@@ -230,19 +210,21 @@ class TrackingConfig:
 
     @classmethod
     def from_env(cls) -> TrackingConfig:
-        """Read the environment variables described in the README."""
-        env = os.environ
+        """Read the environment variables of :data:`mltrack.settings.SETTINGS` (and the README).
+
+        A value that does not parse raises :class:`ConfigurationError` naming the variable.
+        """
         return cls(
-            backends=_split_names(env.get("ML_TRACKING_BACKEND")),
-            storage_path=env.get("ML_STORAGE_PATH") or None,
-            experiment_name=env.get("ML_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT_NAME,
-            strict=_env_bool("MLTRACK_STRICT"),
-            flush_interval=_env_float("MLTRACK_FLUSH_INTERVAL", 0.1),
-            max_buffered_points=int(_env_float("MLTRACK_MAX_BUFFERED_POINTS", 1_000_000)),
-            writer=env.get("MLTRACK_WRITER", "auto") or "auto",
-            keep_secrets=_env_bool("MLTRACK_KEEP_SECRETS"),
-            hook_timeout=_env_float("MLTRACK_HOOK_TIMEOUT", 120.0) or None,
-            retry_window=_env_float("MLTRACK_RETRY_WINDOW", 60.0),
+            backends=env("ML_TRACKING_BACKEND"),
+            storage_path=env("ML_STORAGE_PATH"),
+            experiment_name=env("ML_EXPERIMENT_NAME"),
+            strict=env("MLTRACK_STRICT"),
+            flush_interval=env("MLTRACK_FLUSH_INTERVAL"),
+            max_buffered_points=env("MLTRACK_MAX_BUFFERED_POINTS"),
+            writer=env("MLTRACK_WRITER"),
+            keep_secrets=env("MLTRACK_KEEP_SECRETS"),
+            hook_timeout=env("MLTRACK_HOOK_TIMEOUT") or None,  # 0: wait forever
+            retry_window=env("MLTRACK_RETRY_WINDOW"),
         )
 
     def backend_config(self, name: str) -> BackendConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import os
 import signal
 import sys
 import threading
@@ -18,6 +17,7 @@ from mltrack.errors import MLTrackError
 from mltrack.models import ExperimentStatus, HealthStatus
 from mltrack.plugins import ActiveBackends, PluginHost, get_plugin_host
 from mltrack.repository import ExperimentRepository
+from mltrack.settings import env
 from mltrack.tracker import ActiveRun, MLTracker, TrackingSession
 from mltrack.writer import HookSink, Sink, Writer, WriterStats
 
@@ -121,7 +121,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def _handle_sigterm() -> None:
     # Only where nobody else handles SIGTERM, and only from the main thread (Python's rule).
-    if os.environ.get("MLTRACK_HANDLE_SIGTERM", "1") == "0":
+    if not env("MLTRACK_HANDLE_SIGTERM"):
         return
     if threading.current_thread() is not threading.main_thread():
         return

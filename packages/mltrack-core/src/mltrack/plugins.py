@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
-import os
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ import attrs
 import pluggy
 
 from mltrack import hookspecs
-from mltrack.config import BackendConfig, TrackingConfig, _env_bool, _split_names, parse_backend_options
+from mltrack.config import BackendConfig, TrackingConfig, parse_backend_options
 from mltrack.errors import (
     BackendError,
     NoBackendError,
@@ -32,6 +31,7 @@ from mltrack.errors import (
     PluginLoadError,
     UnknownBackendError,
 )
+from mltrack.settings import env
 
 if TYPE_CHECKING:
     from mltrack.models import HealthStatus
@@ -200,7 +200,7 @@ class PluginHost:
         self._load_entry_points = load_entry_points
         self._loaded = False
         self._lock = threading.RLock()
-        if _env_bool("MLTRACK_TRACE_HOOKS"):
+        if env("MLTRACK_TRACE_HOOKS"):
             self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
 
     # --- loading --------------------------------------------------------------------
@@ -217,11 +217,11 @@ class PluginHost:
     def _load_from_entry_points(self) -> None:
         from importlib.metadata import entry_points
 
-        allow_raw = os.environ.get("MLTRACK_LOAD_PLUGINS")
-        allow = None if allow_raw is None else set(_split_names(allow_raw))
-        for name in _split_names(os.environ.get("MLTRACK_BLOCK_PLUGINS")):
+        allowed = env("MLTRACK_LOAD_PLUGINS")  # None when unset: all; empty: none
+        allow = None if allowed is None else set(allowed)
+        for name in env("MLTRACK_BLOCK_PLUGINS"):
             self.pm.set_blocked(name)
-        strict = _env_bool("MLTRACK_STRICT_PLUGINS")
+        strict = env("MLTRACK_STRICT_PLUGINS")
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None

@@ -24,6 +24,7 @@ from mltrack.config import (
     storage_path_setting,
 )
 from mltrack.errors import BackendError, StoreNotFoundError
+from mltrack.settings import env
 from mltrack.storage import storage_problems as local_problems
 
 __all__ = [
@@ -134,8 +135,9 @@ def _location(options: MlflowOptions, storage_path: str | None) -> tuple[str, st
     """Where the store is, and the setting that said so (in the order of precedence)."""
     if options.tracking_uri:
         return options.tracking_uri, "the tracking_uri option"
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
+    tracking_uri = env("MLFLOW_TRACKING_URI")
+    if tracking_uri:
+        return tracking_uri, "MLFLOW_TRACKING_URI"
     if storage_path:
         return storage_path, storage_path_setting(storage_path)
     return DEFAULT_STORAGE_PATH, "the default: set ML_STORAGE_PATH to choose another"
