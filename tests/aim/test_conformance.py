@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from mltrack.config import TrackingConfig
-from mltrack.testing.conformance import BackendConformance
+from mltrack.testing.conformance import BackendConformance, Harness
 from mltrack_aim import AimProcess
 
 
@@ -34,3 +34,13 @@ class TestAimServer(BackendConformance):
             },
             strict=True,
         )
+
+    @pytest.mark.xfail(
+        strict=False,  # it does not fail every time: left open, see the commit that added it
+        reason="known bug: on an aim server, mltrack_get_metrics of a deleted run may still answer "
+        "(not None), and log_artifact may fail with a bare AssertionError; a local repository passes",
+    )
+    def test_deleted_run_leaves_no_metrics_or_artifacts_behind(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        super().test_deleted_run_leaves_no_metrics_or_artifacts_behind(harness, tmp_path)
