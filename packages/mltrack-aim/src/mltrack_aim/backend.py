@@ -191,6 +191,7 @@ class AimBackend:
             else:
                 aim_run = _new_aim_run(self.repo, run.id, run.experiment_name)
             self._runs[run.id] = aim_run
+            self.index.deleted.discard(run.id)  # the same id written anew (a copy back, say)
             aim_run.experiment = run.experiment_name
             aim_run.name = run.run_name
             if run.description is not None:
@@ -283,6 +284,7 @@ class AimBackend:
                         )
                     time.sleep(0.1)
             shutil.rmtree(self._artifacts_dir / run_id, ignore_errors=True)
+            self.index.deleted.add(run_id)
 
     # --- reads --------------------------------------------------------------------------
 

@@ -127,6 +127,8 @@ class RunIndex:
         self.remote = repo.is_remote_repo
         self.index_busy_retries = 0
         self.last_index_seconds = 0.0
+        # Runs this process deleted: a server keeps listing them for a moment (its cache).
+        self.deleted: set[str] = set()
 
     # --- what needs indexing ---------------------------------------------------------
 
@@ -139,7 +141,7 @@ class RunIndex:
             self.repo.container_pool.pop(ContainerConfig("meta", None, True), None)
             index = self.repo.request_tree("meta", read_only=True)
             listed.update(index.subtree(("meta", "chunks")).keys())
-            return sorted(listed)
+            return sorted(listed - self.deleted)
         chunks = Path(self.repo.path) / "meta" / "chunks"
         try:
             return os.listdir(chunks)  # not list_all_runs(): that is cached for 0.5 s
