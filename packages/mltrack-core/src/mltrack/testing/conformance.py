@@ -162,6 +162,10 @@ def _plain_artifacts(artifacts: list[ModelArtifact]) -> list[tuple[Any, ...]]:
 class BackendConformance:
     """Subclass me and provide a ``tracking_config`` fixture (see the module docstring)."""
 
+    many_points: int = 20_000
+    """Steps of the two-metric run that must arrive whole across many batches (a store
+    reached over the network may use fewer: an ``aim server`` takes ~2 ms a point)."""
+
     crash_timeout: float = 60.0
     """Seconds a run whose trainer was killed may still read RUNNING (the writer process
     stores what it received before it marks the run CRASHED)."""
@@ -431,7 +435,7 @@ class BackendConformance:
 
     def test_many_points_across_batches_all_arrive(self, harness: Harness) -> None:
         run = harness.session.create_run("conformance")
-        n = 20_000
+        n = self.many_points
         for step in range(n):
             harness.session.log_metrics(run, {"a": float(step), "b": -float(step)}, step=step)
         harness.session.finish_run(run)
