@@ -46,30 +46,11 @@ def _no_process_left_behind() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _clean_mltrack_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for var in (
-        "ML_TRACKING_BACKEND",
-        "ML_STORAGE_PATH",
-        "ML_EXPERIMENT_NAME",
-        "AIM_REPO_PATH",
-        "MLTRACK_STRICT",
-        "MLTRACK_LOAD_PLUGINS",
-        "MLTRACK_BLOCK_PLUGINS",
-        "MLTRACK_STRICT_PLUGINS",
-        "MLTRACK_TRACE_HOOKS",
-        "MLTRACK_WRITER",
-        "MLTRACK_HOOK_TIMEOUT",
-        "MLTRACK_KEEP_SECRETS",
-        "MLTRACK_FLUSH_INTERVAL",
-        "MLTRACK_MAX_BUFFERED_POINTS",
-        "MLTRACK_HANDLE_SIGTERM",
-        "MLTRACK_RETRY_WINDOW",
-        "MLTRACK_AIM_BATCH",
-        "MLTRACK_MLFLOW_BATCH",
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_EXPERIMENT_NAME",
-        "MLFLOW_EXPERIMENT_ID",
-        "MLFLOW_RUN_ID",
-    ):
+    from mltrack.settings import SETTINGS
+
+    # Every variable mltrack reads (its one settings table), and MLflow's own run selectors.
+    mlflow_own = ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
+    for var in (*(setting.name for setting in SETTINGS), *mlflow_own):
         monkeypatch.delenv(var, raising=False)
     yield
     from mltrack import config, factory, plugins
