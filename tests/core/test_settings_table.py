@@ -15,10 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(ROOT.glob("packages/*/src/**/*.py"))
 TABLE = {s.name: s for s in SETTINGS}
 
-# A direct environment read left in a file another change owns; it reads a variable of the
-# table, so its meaning is documented. Remove the entry once it reads through mltrack.settings.env
-# (the test below fails as a reminder when the direct read is gone).
-DIRECT_READS_PENDING = {"packages/mltrack-mlflow/src/mltrack_mlflow/backend.py": {"MLTRACK_MLFLOW_BATCH"}}
 
 DIRECT_READ = re.compile(
     r"""(?:os\.environ\.get|os\.getenv|os\.environ\[|environ\.get)\(?\s*["']([A-Z0-9_]+)["']"""
@@ -54,9 +50,7 @@ def test_every_environment_read_goes_through_the_table() -> None:
             continue
         for name in DIRECT_READ.findall(path.read_text()):
             direct.setdefault(rel, set()).add(name)
-    assert direct == DIRECT_READS_PENDING, "read environment variables with mltrack.settings.env(NAME)"
-    for names in direct.values():
-        assert names <= set(TABLE)
+    assert direct == {}, "read environment variables with mltrack.settings.env(NAME)"
 
 
 def test_the_readme_table_lists_the_same_variables_with_the_same_defaults() -> None:

@@ -62,6 +62,7 @@ from mltrack.models import (
     to_plain,
 )
 from mltrack.servers import free_port, http_ok, port_free
+from mltrack.settings import env
 from mltrack.storage import free_bytes
 from mltrack.tracker import final_metric_key
 from mltrack_mlflow import mapping as m
@@ -419,11 +420,7 @@ class MlflowBackend:
         """
         if self._bulk_writes is None:
             self._bulk_writes = False
-            if (
-                self._is_sqlite
-                and MLFLOW_VERSION.startswith("3.")
-                and os.environ.get("MLTRACK_MLFLOW_BATCH", "1").strip() not in ("0", "false", "no", "off")
-            ):
+            if self._is_sqlite and MLFLOW_VERSION.startswith("3.") and env("MLTRACK_MLFLOW_BATCH"):
                 try:
                     self._bulk_writes = _expected_tables(self.store.engine)
                 except Exception as exc:
