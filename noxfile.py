@@ -89,7 +89,8 @@ def _install_project(session: nox.Session, *extra: str, locked: bool = True) -> 
 def tests(session: nox.Session) -> None:
     """The CI suite: unit, conformance, integration (real Aim, MLflow, SB3) and short reliability tests."""
     _install_project(session, *TEST_TOOLS)
-    session.run("pytest", "-m", "not slow", "--timeout=600", *session.posargs)
+    # --durations: every CI log names its slowest tests, which is where the 12-minute budget goes.
+    session.run("pytest", "-m", "not slow", "--timeout=600", "--durations=25", *session.posargs)
 
 
 @nox.session

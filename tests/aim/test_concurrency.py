@@ -57,8 +57,10 @@ def test_four_processes_write_50k_points_each_into_one_local_repository(
     _write_concurrently(str(aim_repo), 50_000, tmp_path / "artifacts")
 
 
+@pytest.mark.slow
 def test_four_processes_write_into_one_aim_server(aim_server: AimProcess, tmp_path: Path) -> None:
-    # The CI-sized version of the slow test below (a server takes ~1.5 ms a point end to end).
+    # Slow since CI has tests/reliability's 8 processes x 4 threads into one aim server (the
+    # same path, 24 s of the suite); a server takes ~1.5 ms a point end to end.
     _write_concurrently(aim_server.address, 1_000, tmp_path / "artifacts")
 
 

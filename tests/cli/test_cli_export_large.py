@@ -14,6 +14,7 @@ pytest.importorskip("mltrack_aim")
 POINTS = 1_000_000
 
 
+@pytest.mark.slow  # 26 s of the CI suite; the smaller exports of tests/cli run there
 def test_a_million_point_export_shows_progress_and_round_trips(tmp_path: Path) -> None:
     import mltrack
     from mltrack import factory

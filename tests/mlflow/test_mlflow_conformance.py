@@ -24,6 +24,8 @@ class TestMlflowSqlite(BackendConformance):
 
 
 class TestMlflowServer(BackendConformance):
+    many_points = 3_000  # still many batches over REST; 20,000 took 10 s of the CI suite
+
     @pytest.fixture
     def tracking_config(self, mlflow_server: MlflowProcess, tmp_path: Path) -> TrackingConfig:
         return TrackingConfig(
