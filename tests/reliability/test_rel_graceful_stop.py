@@ -81,9 +81,13 @@ def _stop_once(repo: Path, sig: signal.Signals, rng: random.Random, index: int) 
     expected = "Terminated" if sig is signal.SIGTERM else "KeyboardInterrupt"
     assert said["kind"] == expected, numbers
     assert got["status"] == "interrupted", numbers
-    assert stored == said["logged"], numbers
-    assert got["steps"] == list(range(said["steps"])), numbers
-    assert got["final"]["reward"] == float(said["steps"] - 1), numbers
+    # The signal may land after log_metrics stored its two points but before the trainer's
+    # own `logged += 2`: then one call more is stored than the trainer counted (seen in CI).
+    in_flight = stored - said["logged"]
+    assert in_flight in (0, 2), numbers
+    steps = said["steps"] + in_flight // 2
+    assert got["steps"] == list(range(steps)), numbers
+    assert got["final"]["reward"] == float(steps - 1), numbers
     assert said["undelivered"] == 0, numbers
 
 
