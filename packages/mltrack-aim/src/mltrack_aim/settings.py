@@ -18,10 +18,9 @@ from mltrack.config import (
     TrackingConfig,
     configure_backend,
     parse_backend_options,
-    storage_path_setting,
+    store_location,
 )
 from mltrack.errors import BackendError, StoreNotFoundError
-from mltrack.settings import env
 from mltrack.storage import is_writable
 from mltrack.storage import storage_problems as local_problems
 
@@ -125,14 +124,7 @@ class AimSettings:
 
 def _location(options: AimOptions, storage_path: str | None) -> tuple[str, str]:
     """Where the repository is, and the setting that said so (in the order of precedence)."""
-    if options.repo_path:
-        return options.repo_path, "the repo_path option"
-    repo_path = env("AIM_REPO_PATH")
-    if repo_path:
-        return repo_path, "AIM_REPO_PATH"
-    if storage_path:
-        return storage_path, storage_path_setting(storage_path)
-    return DEFAULT_REPO_PATH, "the default: set ML_STORAGE_PATH to choose another"
+    return store_location(options.repo_path, "repo_path", "AIM_REPO_PATH", storage_path, DEFAULT_REPO_PATH)
 
 
 def configure_aim_backend(

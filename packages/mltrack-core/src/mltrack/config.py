@@ -176,6 +176,24 @@ def storage_path_setting(storage_path: str | None) -> str:
     return "the storage_path option of configure_backend"
 
 
+def store_location(
+    option: str | None, option_name: str, env_var: str, storage_path: str | None, default: str
+) -> tuple[str, str]:
+    """Where a backend's store is, and the setting that said so, for its error messages.
+
+    The same precedence for every backend: its own option in code, then its own environment
+    variable (``env_var``), then ``ML_STORAGE_PATH`` / ``storage_path``, then ``default``.
+    """
+    if option:
+        return option, f"the {option_name} option"
+    from_env = env(env_var)
+    if from_env:
+        return from_env, env_var
+    if storage_path:
+        return storage_path, storage_path_setting(storage_path)
+    return default, "the default: set ML_STORAGE_PATH to choose another"
+
+
 @attrs.frozen
 class TrackingConfig:
     """Every setting mltrack reads; build one with :meth:`from_env` or :func:`configure`."""

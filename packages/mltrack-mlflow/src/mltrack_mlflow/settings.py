@@ -21,10 +21,9 @@ from mltrack.config import (
     TrackingConfig,
     configure_backend,
     parse_backend_options,
-    storage_path_setting,
+    store_location,
 )
 from mltrack.errors import BackendError, StoreNotFoundError
-from mltrack.settings import env
 from mltrack.storage import storage_problems as local_problems
 
 __all__ = [
@@ -133,14 +132,9 @@ class MlflowSettings:
 
 def _location(options: MlflowOptions, storage_path: str | None) -> tuple[str, str]:
     """Where the store is, and the setting that said so (in the order of precedence)."""
-    if options.tracking_uri:
-        return options.tracking_uri, "the tracking_uri option"
-    tracking_uri = env("MLFLOW_TRACKING_URI")
-    if tracking_uri:
-        return tracking_uri, "MLFLOW_TRACKING_URI"
-    if storage_path:
-        return storage_path, storage_path_setting(storage_path)
-    return DEFAULT_STORAGE_PATH, "the default: set ML_STORAGE_PATH to choose another"
+    return store_location(
+        options.tracking_uri, "tracking_uri", "MLFLOW_TRACKING_URI", storage_path, DEFAULT_STORAGE_PATH
+    )
 
 
 def configure_mlflow_backend(
