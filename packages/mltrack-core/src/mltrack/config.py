@@ -177,16 +177,17 @@ def storage_path_setting(storage_path: str | None) -> str:
 
 
 def store_location(
-    option: str | None, option_name: str, env_var: str, storage_path: str | None, default: str
+    option: str | None, option_name: str, env_var: str | None, storage_path: str | None, default: str
 ) -> tuple[str, str]:
     """Where a backend's store is, and the setting that said so, for its error messages.
 
     The same precedence for every backend: its own option in code, then its own environment
-    variable (``env_var``), then ``ML_STORAGE_PATH`` / ``storage_path``, then ``default``.
+    variable (``env_var``, one of :data:`mltrack.settings.SETTINGS`; None for a backend that
+    has none), then ``ML_STORAGE_PATH`` / ``storage_path``, then ``default``.
     """
     if option:
         return option, f"the {option_name} option"
-    from_env = env(env_var)
+    from_env = env(env_var) if env_var is not None else None
     if from_env:
         return from_env, env_var
     if storage_path:
