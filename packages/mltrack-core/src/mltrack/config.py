@@ -188,7 +188,7 @@ def store_location(
     if option:
         return option, f"the {option_name} option"
     from_env = env(env_var) if env_var is not None else None
-    if from_env:
+    if from_env and env_var is not None:
         return from_env, env_var
     if storage_path:
         return storage_path, storage_path_setting(storage_path)
