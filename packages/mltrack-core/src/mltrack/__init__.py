@@ -46,6 +46,7 @@ _EXPORTS = {
     "reset_configuration": "mltrack.config",
     # plugins
     "hookimpl": "mltrack.hookspecs",
+    "RegisterBackend": "mltrack.hookspecs",
     # errors
     "ArtifactError": "mltrack.errors",
     "BackendError": "mltrack.errors",
@@ -81,45 +82,49 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from mltrack.config import TrackingConfig, configure, configure_backend, reset_configuration
-    from mltrack.copying import CopyReport, copy_runs
-    from mltrack.errors import (
-        ArtifactError,
-        BackendError,
-        ConfigurationError,
-        InvalidMetricError,
-        InvalidNameError,
-        InvalidStepError,
-        MLTrackError,
-        NoBackendError,
-        PluginContractError,
-        PluginLoadError,
-        RunNotFoundError,
-        RunStateError,
-        UnknownBackendError,
-        ValidationError,
-    )
-    from mltrack.factory import (
-        Terminated,
-        get_experiment_repository,
-        get_ml_tracker,
-        health_check,
-        open_repository,
-        start_run,
-    )
-    from mltrack.hookspecs import hookimpl
-    from mltrack.models import (
-        ArtifactType,
-        ExperimentRun,
-        ExperimentStatus,
-        ExperimentSummary,
-        HealthStatus,
-        MetricBatch,
-        MetricPoint,
-        MetricSeries,
-        ModelArtifact,
-        RunFilter,
-        TrainingMetrics,
-    )
-    from mltrack.repository import Comparison, ExperimentRepository, MetricHistory
-    from mltrack.tracker import ActiveRun, MLTracker
+    # `X as X`: an explicit re-export, so strict type checkers accept `from mltrack import X`.
+    from mltrack.config import TrackingConfig as TrackingConfig
+    from mltrack.config import configure as configure
+    from mltrack.config import configure_backend as configure_backend
+    from mltrack.config import reset_configuration as reset_configuration
+    from mltrack.copying import CopyReport as CopyReport
+    from mltrack.copying import copy_runs as copy_runs
+    from mltrack.errors import ArtifactError as ArtifactError
+    from mltrack.errors import BackendError as BackendError
+    from mltrack.errors import ConfigurationError as ConfigurationError
+    from mltrack.errors import InvalidMetricError as InvalidMetricError
+    from mltrack.errors import InvalidNameError as InvalidNameError
+    from mltrack.errors import InvalidStepError as InvalidStepError
+    from mltrack.errors import MLTrackError as MLTrackError
+    from mltrack.errors import NoBackendError as NoBackendError
+    from mltrack.errors import PluginContractError as PluginContractError
+    from mltrack.errors import PluginLoadError as PluginLoadError
+    from mltrack.errors import RunNotFoundError as RunNotFoundError
+    from mltrack.errors import RunStateError as RunStateError
+    from mltrack.errors import StoreNotFoundError as StoreNotFoundError
+    from mltrack.errors import UnknownBackendError as UnknownBackendError
+    from mltrack.errors import ValidationError as ValidationError
+    from mltrack.factory import Terminated as Terminated
+    from mltrack.factory import get_experiment_repository as get_experiment_repository
+    from mltrack.factory import get_ml_tracker as get_ml_tracker
+    from mltrack.factory import health_check as health_check
+    from mltrack.factory import open_repository as open_repository
+    from mltrack.factory import start_run as start_run
+    from mltrack.hookspecs import RegisterBackend as RegisterBackend
+    from mltrack.hookspecs import hookimpl as hookimpl
+    from mltrack.models import ArtifactType as ArtifactType
+    from mltrack.models import ExperimentRun as ExperimentRun
+    from mltrack.models import ExperimentStatus as ExperimentStatus
+    from mltrack.models import ExperimentSummary as ExperimentSummary
+    from mltrack.models import HealthStatus as HealthStatus
+    from mltrack.models import MetricBatch as MetricBatch
+    from mltrack.models import MetricPoint as MetricPoint
+    from mltrack.models import MetricSeries as MetricSeries
+    from mltrack.models import ModelArtifact as ModelArtifact
+    from mltrack.models import RunFilter as RunFilter
+    from mltrack.models import TrainingMetrics as TrainingMetrics
+    from mltrack.repository import Comparison as Comparison
+    from mltrack.repository import ExperimentRepository as ExperimentRepository
+    from mltrack.repository import MetricHistory as MetricHistory
+    from mltrack.tracker import ActiveRun as ActiveRun
+    from mltrack.tracker import MLTracker as MLTracker
