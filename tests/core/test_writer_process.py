@@ -34,14 +34,15 @@ def test_process_writer_stores_everything_and_the_trainer_never_loads_the_store(
             for step in range(5000):
                 run.log_metric("m", float(step), step=step)
         from mltrack.factory import tracking_session
-        print(type(tracking_session().writer._sink).__name__, "json" in sys.modules)
+        sink = tracking_session().writer._sink
+        print(type(sink).__name__, type(sink._stores).__name__, "json" in sys.modules)
         """,
         ML_TRACKING_BACKEND="filelog",
         ML_STORAGE_PATH=str(log),
         MLTRACK_WRITER="process",
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[0] == "ProcessSink"
+    assert proc.stdout.split()[:2] == ["ObservedSink", "ProcessSink"]  # observers here, stores there
     records = _records(log)
     steps = [s for r in records if r["hook"] == "log_metrics" for s in r["steps"]]
     assert steps == list(range(5000))

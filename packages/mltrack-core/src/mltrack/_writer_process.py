@@ -75,7 +75,8 @@ class ProcessSink:
         self._stats = stats
         self._barrier_seq = 0
         self._lock = threading.Lock()
-        self._base: dict[str, Any] = _stats_dict(WriterStats())
+        self._remote: dict[str, Any] = _stats_dict(WriterStats())
+        """The last counts the current writer process sent (it counts from zero when it starts)."""
         self._proc = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -114,7 +115,7 @@ class ProcessSink:
         log.error("mltrack: %s; starting a new one", self._stats.last_error)
         if self._config.strict:
             raise BackendError(self._stats.last_error) from exc
-        self._base = _stats_dict(self._stats)
+        self._remote = _stats_dict(WriterStats())
         self._proc = self._spawn()
         try:
             assert self._proc.stdin is not None
@@ -145,15 +146,16 @@ class ProcessSink:
             raise BackendError(error)
 
     def _merge(self, remote: dict[str, Any]) -> None:
-        base = self._base
+        """Add what the writer process counted since its last ack (this process counts too: observers)."""
+        last = self._remote
         stats = self._stats
-        stats.points_delivered = base["points_delivered"] + remote["points_delivered"]
-        stats.points_undelivered = base["points_undelivered"] + remote["points_undelivered"]
-        stats.write_errors = base["write_errors"] + remote["write_errors"]
-        stats.retries = base["retries"] + remote["retries"]
+        for key in ("points_delivered", "points_undelivered", "write_errors", "retries"):
+            setattr(stats, key, getattr(stats, key) + remote[key] - last[key])
         stats.last_error = remote["last_error"] or stats.last_error
         for target, count in remote["errors_by_target"].items():
-            stats.errors_by_target[target] = base["errors_by_target"].get(target, 0) + count
+            before = last["errors_by_target"].get(target, 0)
+            stats.errors_by_target[target] = stats.errors_by_target.get(target, 0) + count - before
+        self._remote = remote
 
     def close(self) -> None:
         """Say goodbye (nothing is CRASHED) and wait for the writer process to finish."""
@@ -223,8 +225,9 @@ def _serve() -> int:
     backends, failure = _activate(config)
     sink = None
     if backends is not None:
+        # Backends only: observers run in the training process (see ObservedSink).
         sink = HookSink(
-            backends.write_targets,
+            backends.backend_targets,
             stats,
             strict=config.strict,
             max_retries=config.max_retries,

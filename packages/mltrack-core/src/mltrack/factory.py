@@ -12,14 +12,14 @@ from typing import Any
 
 import attrs
 
-from mltrack.config import SHARED_OPTIONS, TrackingConfig, configure_backend, current_config
+from mltrack.config import SHARED_OPTIONS, TrackingConfig, configure_backend, current_config, on_config_change
 from mltrack.errors import MLTrackError
 from mltrack.models import ExperimentStatus, HealthStatus
 from mltrack.plugins import ActiveBackends, PluginHost, get_plugin_host
 from mltrack.repository import ExperimentRepository
 from mltrack.settings import env
 from mltrack.tracker import ActiveRun, MLTracker, TrackingSession
-from mltrack.writer import HookSink, Sink, Writer, WriterStats
+from mltrack.writer import HookSink, ObservedSink, Sink, Writer, WriterStats
 
 __all__ = [
     "configure_backend",
@@ -64,19 +64,21 @@ def build_session(
     host = host or get_plugin_host()
     stats = WriterStats()
     sink: Sink
+    tuning: dict[str, Any] = {
+        "strict": config.strict,
+        "max_retries": config.max_retries,
+        "hook_timeout": config.hook_timeout,
+        "retry_window": config.retry_window,
+    }
     if _writer_mode(config, host) == "process":
         from mltrack._writer_process import ProcessSink
 
-        sink = ProcessSink(config, stats)
+        # The writer process stores; observers stay here, where in-code plugins live.
+        observers = HookSink(host.observer_targets, stats, counts_points=False, **tuning)
+        sink = ObservedSink(ProcessSink(config, stats), observers)
     else:
-        sink = HookSink(
-            backends().write_targets,
-            stats,
-            strict=config.strict,
-            max_retries=config.max_retries,
-            hook_timeout=config.hook_timeout,
-            retry_window=config.retry_window,
-        )
+        active = backends()
+        sink = HookSink(lambda: active.write_targets, stats, **tuning)
     writer = Writer(
         sink,
         stats=stats,
@@ -269,6 +271,9 @@ def reset() -> None:
         session.close(ExperimentStatus.INTERRUPTED)
     if backends is not None:
         backends.close()
+
+
+on_config_change(reset)
 
 
 def _exit_status() -> ExperimentStatus:

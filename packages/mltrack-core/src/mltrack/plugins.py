@@ -49,17 +49,22 @@ __all__ = [
 log = logging.getLogger("mltrack")
 ENTRY_POINT_GROUP = "mltrack"
 BACKEND_PREFIX = "backend:"
-_NOT_WRITES = frozenset(
+READ_HOOKS = frozenset(
+    {"mltrack_list_runs", "mltrack_get_run", "mltrack_get_metrics", "mltrack_list_artifacts", "mltrack_open_ui"}
+)
+"""Hooks asked of the primary backend only: a plugin that is not a backend is never asked."""
+WRITE_HOOKS = frozenset(
     {
-        "mltrack_register_backends",
-        "mltrack_list_runs",
-        "mltrack_get_run",
-        "mltrack_get_metrics",
-        "mltrack_list_artifacts",
-        "mltrack_health",
-        "mltrack_open_ui",
+        "mltrack_create_run",
+        "mltrack_log_metrics",
+        "mltrack_log_params",
+        "mltrack_log_artifact",
+        "mltrack_set_tags",
+        "mltrack_finish_run",
+        "mltrack_delete_run",
     }
 )
+"""Hooks called on every write target: each backend and each observer, in order, per run."""
 INSTALL_HINT = "install one (pip install mltrack-aim)"
 FIRST_PARTY_BACKENDS: Mapping[str, str] = {
     "aim": "mltrack-aim",
@@ -88,6 +93,9 @@ def contract_problems(pm: pluggy.PluginManager, plugin: object, *, backend: bool
     ``specname``): pluggy accepts any name and never calls the rest, so a plugin defining
     ``mltrack_log_metric`` would silently lose every point.
 
+    A plugin that is not a backend implementing a read hook is flagged too: reads are asked of
+    the primary backend only, so that hook would never be called.
+
     Methods named ``mltrack_*`` without ``@hookimpl`` are flagged on **backend objects**: pluggy
     registers only marked methods, so a backend author who forgot the decorator loses that
     hook's data just the same, and a backend object exists to implement hooks, so the prefix is
@@ -103,6 +111,11 @@ def contract_problems(pm: pluggy.PluginManager, plugin: object, *, backend: bool
             hook = opts.get("specname") or attr
             if hook not in HOOK_NAMES:
                 problems.append(f"implements unknown hook {hook!r}: {_closest_hook(hook)}")
+            elif hook in READ_HOOKS and not backend:
+                problems.append(
+                    f"implements {hook!r}, which only the primary backend is asked: return the object "
+                    "implementing it from a factory registered through mltrack_register_backends"
+                )
             continue
         if not attr.startswith("mltrack_"):
             continue
@@ -184,11 +197,39 @@ class PluginInfo:
     hooks: tuple[str, ...]
 
 
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, counting changes to its plugins so callers cached per hook know when to renew."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.generation = 0
+
+    # Counted after the change: a cache built while it happens keeps the older number and is renewed.
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        try:
+            return super().register(plugin, name)
+        finally:
+            self.generation += 1
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any | None:
+        try:
+            return super().unregister(plugin, name)
+        finally:
+            self.generation += 1
+
+    def set_blocked(self, name: str) -> None:
+        try:
+            super().set_blocked(name)
+        finally:
+            self.generation += 1
+
+
 class PluginHost:
-    """Owns the pluggy ``PluginManager`` and exposes one typed method per hook."""
+    """Owns the pluggy ``PluginManager``: loading, backend selection, and who each write reaches."""
 
     def __init__(self, *, load_entry_points: bool = True) -> None:
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm: _Manager = _Manager(hookspecs.PROJECT)
+        self._observers: tuple[int, list[HookTarget]] = (-1, [])
         self.pm.add_hookspecs(hookspecs)
         self.load_errors: dict[str, str] = {}
         self.contract_errors: dict[str, str] = {}
@@ -296,6 +337,29 @@ class PluginHost:
             dist, version = self._dists.get(name, (None, None))
             out.append(PluginInfo(name, dist, version, hooks))
         return out
+
+    def observer_targets(self) -> list[HookTarget]:
+        """A write target per plugin that is not a backend and implements a write hook.
+
+        Asked again for every operation the writer delivers (cheap: renewed only when a plugin
+        was registered or unregistered), so an observer registered while runs are open sees
+        every write from then on. Observers always run in the training process, in the
+        writer's flusher thread, whichever writer stores the data: one place, both modes.
+        """
+        self.load()
+        generation, targets = self._observers
+        if generation == self.pm.generation:
+            return targets
+        with self._lock:
+            targets = []
+            for plugin_name, plugin in self.pm.list_name_plugin():
+                if plugin is None or plugin_name.startswith(BACKEND_PREFIX):
+                    continue
+                implemented = {c.name for c in self.pm.get_hookcallers(plugin) or ()}
+                if implemented & WRITE_HOOKS:
+                    targets.append(HookTarget(self, plugin_name, plugin_name, is_backend=False))
+            self._observers = (self.pm.generation, targets)
+            return targets
 
     # --- backends -------------------------------------------------------------------
 
@@ -500,15 +564,20 @@ class HookTarget:
         """Why this backend could not start (a :class:`FailedBackend`), else None."""
         self._host = host
         self._plugin_name = plugin_name
-
-    def _targets(self, plugin_name: str) -> bool:
-        return plugin_name == self._plugin_name
+        self._callers: dict[str, tuple[int, Any]] = {}
 
     def call(self, hook_name: str, **kwargs: Any) -> Any:
-        """Call ``hook_name`` on this target's plugins only; errors propagate."""
+        """Call ``hook_name`` on this target's plugin only; errors propagate.
+
+        The per-hook caller is built once and renewed only when the set of plugins changes,
+        not per batch.
+        """
         pm = self._host.pm
-        remove = [p for n, p in pm.list_name_plugin() if p is not None and not self._targets(n)]
-        return pm.subset_hook_caller(hook_name, remove)(**kwargs)
+        cached = self._callers.get(hook_name)
+        if cached is None or cached[0] != pm.generation:
+            remove = [p for n, p in pm.list_name_plugin() if p is not None and n != self._plugin_name]
+            cached = self._callers[hook_name] = (pm.generation, pm.subset_hook_caller(hook_name, remove))
+        return cached[1](**kwargs)
 
 
 class ActiveBackends:
@@ -518,18 +587,16 @@ class ActiveBackends:
         self.host = host
         self.names = names
         self._instances = instances
-        self.write_targets = [
+        self.backend_targets = [
             HookTarget(host, name, plugin_name, is_backend=True, broken=getattr(backend, "broken", None))
             for name, (plugin_name, backend) in zip(names, instances)
         ]
-        # Each observer on its own, so one that fails or hangs does not silence the others.
-        write_hooks = {n for n in dir(hookspecs) if n.startswith("mltrack_") and n not in _NOT_WRITES}
-        for plugin_name, plugin in host.pm.list_name_plugin():
-            if plugin is None or plugin_name.startswith(BACKEND_PREFIX):
-                continue
-            implemented = {c.name for c in host.pm.get_hookcallers(plugin) or ()}
-            if implemented & write_hooks:
-                self.write_targets.append(HookTarget(host, plugin_name, plugin_name, is_backend=False))
+
+    @property
+    def write_targets(self) -> list[HookTarget]:
+        """Every destination of a write: each backend (primary first), then each observer on its own,
+        so one that fails or hangs does not silence the others."""
+        return [*self.backend_targets, *self.host.observer_targets()]
 
     @property
     def primary(self) -> str:
@@ -543,7 +610,7 @@ class ActiveBackends:
 
     def read(self, hook_name: str, **kwargs: Any) -> Any:
         """Ask the primary backend; returns its answer (None if it has no such hook)."""
-        return self.write_targets[0].call(hook_name, **kwargs)
+        return self.backend_targets[0].call(hook_name, **kwargs)
 
     def health(self) -> list[tuple[str, Any]]:
         """Each backend's ``mltrack_health`` answer (or the exception it raised), by name.

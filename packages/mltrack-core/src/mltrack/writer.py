@@ -18,7 +18,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -26,7 +26,7 @@ import attrs
 from mltrack.errors import BackendError
 from mltrack.models import Context, MetricBatch
 
-__all__ = ["UNDELIVERED_TAG", "HookSink", "Op", "Sink", "Writer", "WriterStats"]
+__all__ = ["UNDELIVERED_TAG", "HookSink", "ObservedSink", "Op", "Sink", "Writer", "WriterStats"]
 
 log = logging.getLogger("mltrack")
 
@@ -170,9 +170,10 @@ class HookSink:
 
     def __init__(
         self,
-        targets: list[Any],
+        targets: Sequence[Any] | Callable[[], Sequence[Any]],
         stats: WriterStats,
         *,
+        counts_points: bool = True,
         strict: bool = False,
         max_retries: int = 4,
         backoff: float = 0.05,
@@ -181,6 +182,9 @@ class HookSink:
         retry_window: float = 0.0,
     ) -> None:
         self._targets = targets
+        """The targets, or a function answering them anew for each operation (observers come and go)."""
+        self._counts_points = counts_points
+        """False for a sink of observers only: points are counted where the backends store them."""
         self._stats = stats
         self._strict = strict
         self._max_retries = max_retries
@@ -210,7 +214,8 @@ class HookSink:
                 tag = f"{UNDELIVERED_TAG}={lost}"
                 self.deliver(Op("mltrack_set_tags", {"run_id": op.kwargs["run_id"], "tags": (tag,)}))
         failures: list[str] = []
-        for target in self._targets:
+        targets = self._targets() if callable(self._targets) else self._targets
+        for target in targets:
             if target.name in self._hung:
                 failures.append(target.name)
                 self._record_failure(target, op, HookTimeout("cut off after an earlier hang"), quiet=True)
@@ -225,7 +230,7 @@ class HookSink:
                 continue
             if not self._deliver_to(target, op):
                 failures.append(target.name)
-        if not any(getattr(t, "is_backend", True) for t in self._targets if t.name in failures):
+        if self._counts_points and not any(getattr(t, "is_backend", True) for t in targets if t.name in failures):
             self._stats.points_delivered += op.points
 
     def _deliver_to(self, target: Any, op: Op) -> bool:
@@ -286,6 +291,29 @@ class HookSink:
 
     def close(self) -> None:
         """Nothing to release: the targets belong to the caller."""
+
+
+class ObservedSink:
+    """Backends through ``stores`` (a writer process), observers here, in the flusher thread.
+
+    Observers run in the training process in both writer modes, so one registered in code
+    sees every write even when a writer process stores the data.
+    """
+
+    def __init__(self, stores: Sink, observers: HookSink) -> None:
+        self._stores = stores
+        self._observers = observers
+
+    def deliver(self, op: Op) -> None:
+        self._stores.deliver(op)
+        self._observers.deliver(op)
+
+    def barrier(self) -> None:
+        self._stores.barrier()
+
+    def close(self) -> None:
+        self._stores.close()
+        self._observers.close()
 
 
 # File-system errors that waiting does not fix: a store at a path that cannot hold it.
