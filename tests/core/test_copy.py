@@ -140,3 +140,20 @@ def test_cli_copy_refuses_the_same_store_and_bad_options(capsys: pytest.CaptureF
     assert "same store" in capsys.readouterr().err
     assert main(["copy", "--from", "memory", "--to", "memory", "--to-option", "store"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_write_run_refuses_a_run_still_running_and_names_the_fix(tmp_path: Path) -> None:
+    from mltrack.errors import RunStateError
+
+    mltrack.configure_backend("memory", store=f"{tmp_path}/src")
+    run = mltrack.start_run("still-going")
+    run.log_metric("loss", 1.0, step=0)
+    tracking_session().flush()
+    with open_repository("memory", store=f"{tmp_path}/src") as src:
+        summary = src.get_experiment_sync(run.id)
+    with (
+        open_repository("memory", store=f"{tmp_path}/dst") as dst,
+        pytest.raises(RunStateError, match="still RUNNING: write it once it has finished"),
+    ):
+        dst.write_run_sync(summary)
+    run.finish()

@@ -30,8 +30,7 @@ import attrs
 
 from mltrack.config import TrackingConfig
 from mltrack.errors import BackendError
-from mltrack.models import ExperimentStatus, MetricBatch
-from mltrack.tracker import final_metric_key
+from mltrack.models import ExperimentStatus, MetricBatch, final_metric_key
 from mltrack.writer import HookSink, Op, WriterStats, _connection_error
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -29,6 +29,7 @@ __all__ = [
     "configure_backend",
     "current_config",
     "describe_options",
+    "on_config_change",
     "parse_backend_options",
     "reset_configuration",
     "storage_path_setting",
@@ -315,8 +316,18 @@ def reset_configuration() -> None:
     _on_change()
 
 
-def _on_change() -> None:
-    # Imported here: the factory imports the tracker, which imports this module.
-    from mltrack import factory
+_change_listeners: list[Callable[[], object]] = []
 
-    factory.reset()
+
+def on_config_change(listener: Callable[[], object]) -> None:
+    """Call ``listener`` whenever the configuration changes, e.g. to drop what was built from it.
+
+    The factory registers its reset here, so this module, below the factory, never imports it.
+    """
+    if listener not in _change_listeners:
+        _change_listeners.append(listener)
+
+
+def _on_change() -> None:
+    for listener in list(_change_listeners):
+        listener()

@@ -10,30 +10,46 @@ copy them once they have finished.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
 
 import attrs
 
 from mltrack.errors import BackendError, RunNotFoundError
-from mltrack.models import (
-    ExperimentRun,
-    ExperimentStatus,
-    ExperimentSummary,
-    MetricBatch,
-    MetricSeries,
-    ModelArtifact,
-    to_context,
-)
+from mltrack.models import ExperimentStatus, ExperimentSummary, MetricSeries, ModelArtifact
 
-if TYPE_CHECKING:
-    from mltrack.repository import ExperimentRepository
+__all__ = ["CopyReport", "RunSource", "RunTarget", "copy_runs"]
 
-__all__ = ["BATCH_POINTS", "CopyReport", "copy_runs"]
 
-BATCH_POINTS = 50_000
-"""Most points handed to the target in one ``mltrack_log_metrics`` call."""
+class _History(Protocol):
+    @property
+    def all_series(self) -> list[MetricSeries]: ...
+
+
+class RunSource(Protocol):
+    """What a copy reads runs from: an :class:`~mltrack.repository.ExperimentRepository`."""
+
+    def list_experiments_sync(self) -> list[ExperimentSummary]: ...
+    def resolve_id(self, run_id: str) -> str: ...
+    def get_experiment_sync(self, run_id: str) -> ExperimentSummary: ...
+    def get_experiment_metrics_sync(self, run_id: str) -> _History: ...
+    def list_artifacts_sync(self, run_id: str) -> list[ModelArtifact]: ...
+
+
+class RunTarget(RunSource, Protocol):
+    """What a copy writes runs into: a repository that also writes whole runs."""
+
+    @property
+    def backend(self) -> str: ...
+
+    def write_run_sync(
+        self,
+        summary: ExperimentSummary,
+        series: Iterable[MetricSeries] = (),
+        artifacts: Iterable[ModelArtifact] = (),
+        *,
+        replace: bool = False,
+    ) -> int: ...
 
 
 @attrs.frozen
@@ -66,8 +82,8 @@ class _Snapshot:
 
 
 def copy_runs(
-    source: ExperimentRepository,
-    target: ExperimentRepository,
+    source: RunSource,
+    target: RunTarget,
     run_ids: Iterable[str] | None = None,
 ) -> CopyReport:
     """Copy runs (ids or unique prefixes; default: every run) from ``source`` to ``target``.
@@ -90,15 +106,13 @@ def copy_runs(
             running.append(run_id)
             continue
         existing = _read_or_none(target, run_id)
-        if existing is not None:
-            if existing.fingerprint() == snap.fingerprint():
-                skipped.append(run_id)
-                continue
-            target._write("mltrack_delete_run", run_id=run_id)
-            replaced.append(run_id)
-        else:
-            copied.append(run_id)
-        points += _write(target, snap)
+        if existing is not None and existing.fingerprint() == snap.fingerprint():
+            skipped.append(run_id)
+            continue
+        (copied if existing is None else replaced).append(run_id)
+        points += target.write_run_sync(
+            snap.summary, snap.series, snap.artifacts, replace=existing is not None
+        )
         artifacts += len(snap.artifacts)
         written = _read_or_none(target, run_id)
         if written is None or written.fingerprint() != snap.fingerprint():
@@ -109,7 +123,7 @@ def copy_runs(
     return CopyReport(tuple(copied), tuple(skipped), tuple(replaced), tuple(running), points, artifacts)
 
 
-def _read(repo: ExperimentRepository, run_id: str) -> _Snapshot:
+def _read(repo: RunSource, run_id: str) -> _Snapshot:
     return _Snapshot(
         repo.get_experiment_sync(run_id),
         repo.get_experiment_metrics_sync(run_id).all_series,
@@ -117,57 +131,8 @@ def _read(repo: ExperimentRepository, run_id: str) -> _Snapshot:
     )
 
 
-def _read_or_none(repo: ExperimentRepository, run_id: str) -> _Snapshot | None:
+def _read_or_none(repo: RunSource, run_id: str) -> _Snapshot | None:
     try:
         return _read(repo, run_id)
     except RunNotFoundError:
         return None
-
-
-def _write(target: ExperimentRepository, snap: _Snapshot) -> int:
-    """Write one run through the target's own write hooks; returns the points written."""
-    s = snap.summary
-    run = ExperimentRun(
-        id=s.experiment_id,
-        experiment_name=s.experiment_name or s.name,
-        config=s.config,
-        start_time=s.start_time,
-        name=s.name,
-        tags=s.tags,
-        description=s.description,
-    )
-    target._write("mltrack_create_run", run=run)
-    points = 0
-    for series in snap.series:
-        for batch in _batches(series, s.start_time.timestamp()):
-            target._write("mltrack_log_metrics", run_id=run.id, batch=batch)
-            points += len(batch)
-    for artifact in snap.artifacts:
-        target._write("mltrack_log_artifact", run_id=run.id, artifact=artifact)
-    target._write(
-        "mltrack_finish_run",
-        run_id=run.id,
-        status=s.status,
-        end_time=s.end_time or datetime.now(timezone.utc),
-        final_metrics=dict(s.final_metrics),
-    )
-    return points
-
-
-def _batches(series: MetricSeries, default_time: float) -> Iterable[MetricBatch]:
-    """The series in batches; a source without point times gives each the run's start time."""
-    keys = [(series.name, to_context(series.context))]
-    steps: Sequence[int] = series.steps
-    values: Sequence[float] = series.values
-    times: Sequence[float] = (
-        series.timestamps if series.timestamps is not None else [default_time] * len(values)
-    )
-    for start in range(0, len(values), BATCH_POINTS):
-        end = min(start + BATCH_POINTS, len(values))
-        yield MetricBatch(
-            keys,
-            [0] * (end - start),
-            [int(x) for x in steps[start:end]],
-            [float(x) for x in values[start:end]],
-            [float(x) for x in times[start:end]],
-        )

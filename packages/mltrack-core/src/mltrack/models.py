@@ -35,6 +35,7 @@ __all__ = [
     "RunFilter",
     "TrainingMetrics",
     "UiHandle",
+    "final_metric_key",
     "to_artifact_type",
     "to_metric_value",
     "to_plain",
@@ -46,6 +47,11 @@ MAX_NAME_LENGTH = 255
 
 Context = tuple[tuple[str, Any], ...]
 """A metric context (e.g. ``{"subset": "val"}``) frozen as sorted items, so it can key a dict."""
+
+
+def final_metric_key(name: str, context: Context) -> str:
+    """How a metric logged in a context is named among final metrics: ``loss{subset=val}``."""
+    return name if not context else name + "{" + ",".join(f"{k}={v}" for k, v in context) + "}"
 
 
 class ExperimentStatus(str, enum.Enum):

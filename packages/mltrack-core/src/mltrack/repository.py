@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timezone
+from typing import Any
 
 import attrs
 
-from mltrack.errors import RunNotFoundError
+from mltrack.copying import CopyReport, copy_runs
+from mltrack.errors import RunNotFoundError, RunStateError
 from mltrack.models import (
+    ExperimentRun,
     ExperimentStatus,
     ExperimentSummary,
+    MetricBatch,
     MetricPoint,
     MetricSeries,
     ModelArtifact,
     RunFilter,
+    to_context,
     to_status,
 )
 from mltrack.plugins import ActiveBackends
 
-if TYPE_CHECKING:
-    from mltrack.copying import CopyReport
+__all__ = ["BATCH_POINTS", "Comparison", "ExperimentRepository", "MetricHistory", "metric_direction"]
 
-__all__ = ["Comparison", "ExperimentRepository", "MetricHistory", "metric_direction"]
+BATCH_POINTS = 50_000
+"""Most points :meth:`ExperimentRepository.write_run_sync` hands a backend in one ``mltrack_log_metrics`` call."""
 
 # Whole words of a metric's name (split at "/", "_", "." ...), so "time/time_elapsed" or
 # "episodes" never read as a reward; a word ending in one of the _*_ENDINGS counts too ("valloss").
@@ -181,10 +186,6 @@ class ExperimentRepository:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _write(self, hook: str, **kwargs: Any) -> Any:
-        """Call a write hook on the primary backend only, errors raised (copying runs into it)."""
-        return self._backends.write_targets[0].call(hook, **kwargs)
-
     @property
     def backend(self) -> str:
         """Name of the backend answering reads."""
@@ -324,16 +325,100 @@ class ExperimentRepository:
         """Delete a run and its artifacts from every active backend."""
         self.delete_experiment_sync(run_id)
 
+    def write_run_sync(
+        self,
+        summary: ExperimentSummary,
+        series: Iterable[MetricSeries] = (),
+        artifacts: Iterable[ModelArtifact] = (),
+        *,
+        replace: bool = False,
+    ) -> int:
+        """Write a whole finished run, as given, into the primary backend; returns the points written.
+
+        The run keeps everything ``summary`` says: id, experiment, name, description, config,
+        tags, start and end time, status and final metrics; each point keeps its step, value,
+        context and time (a series without times gives its points the run's start time); each
+        artifact its type, metadata and checksum. This is how runs move between stores (see
+        :meth:`copy_to_sync`) or are imported from elsewhere: what reads back from one backend
+        writes into another unchanged. ``replace=True`` first deletes a run with this id (an
+        incomplete earlier copy). Write errors are raised, never retried or skipped: a partial
+        run is for the caller to see. A RUNNING status is refused: a run still being tracked
+        is written by its tracker.
+        """
+        if summary.status is ExperimentStatus.RUNNING:
+            raise RunStateError(
+                f"run {summary.experiment_id} is still RUNNING: write it once it has finished"
+            )
+        if replace:
+            self._write("mltrack_delete_run", run_id=summary.experiment_id)
+        run = ExperimentRun(
+            id=summary.experiment_id,
+            experiment_name=summary.experiment_name or summary.name,
+            config=summary.config,
+            start_time=summary.start_time,
+            name=summary.name,
+            tags=summary.tags,
+            description=summary.description,
+        )
+        self._write("mltrack_create_run", run=run)
+        points = 0
+        for one in series:
+            for batch in _batches(one, summary.start_time.timestamp()):
+                self._write("mltrack_log_metrics", run_id=run.id, batch=batch)
+                points += len(batch)
+        for artifact in artifacts:
+            self._write("mltrack_log_artifact", run_id=run.id, artifact=artifact)
+        self._write(
+            "mltrack_finish_run",
+            run_id=run.id,
+            status=summary.status,
+            end_time=summary.end_time or datetime.now(timezone.utc),
+            final_metrics=dict(summary.final_metrics),
+        )
+        return points
+
+    async def write_run(
+        self,
+        summary: ExperimentSummary,
+        series: Iterable[MetricSeries] = (),
+        artifacts: Iterable[ModelArtifact] = (),
+        *,
+        replace: bool = False,
+    ) -> int:
+        """Write a whole finished run into the primary backend (see :meth:`write_run_sync`)."""
+        return self.write_run_sync(summary, series, artifacts, replace=replace)
+
+    def _write(self, hook: str, **kwargs: Any) -> Any:
+        """Call a write hook on the primary backend only, errors raised."""
+        return self._backends.write_targets[0].call(hook, **kwargs)
+
     def copy_to_sync(self, target: ExperimentRepository, run_ids: Iterable[str] | None = None) -> CopyReport:
         """Copy runs (default: all) into ``target``'s primary backend, idempotently (blocking form).
 
         See :mod:`mltrack.copying`: ids, times, status, config, tags, metrics and artifacts are
         kept; runs the target already holds complete are skipped; RUNNING runs are not copied.
         """
-        from mltrack.copying import copy_runs
-
         return copy_runs(self, target, run_ids)
 
     async def copy_to(self, target: ExperimentRepository, run_ids: Iterable[str] | None = None) -> CopyReport:
         """Copy runs (default: all) into ``target``'s primary backend, idempotently."""
         return self.copy_to_sync(target, run_ids)
+
+
+def _batches(series: MetricSeries, default_time: float) -> Iterator[MetricBatch]:
+    """The series in batches of at most :data:`BATCH_POINTS`; points without a time get ``default_time``."""
+    keys = [(series.name, to_context(series.context))]
+    steps: Sequence[int] = series.steps
+    values: Sequence[float] = series.values
+    times: Sequence[float] = (
+        series.timestamps if series.timestamps is not None else [default_time] * len(values)
+    )
+    for start in range(0, len(values), BATCH_POINTS):
+        end = min(start + BATCH_POINTS, len(values))
+        yield MetricBatch(
+            keys,
+            [0] * (end - start),
+            [int(x) for x in steps[start:end]],
+            [float(x) for x in values[start:end]],
+            [float(x) for x in times[start:end]],
+        )

@@ -20,13 +20,13 @@ from mltrack.errors import ArtifactError, BackendError, RunStateError
 from mltrack.models import (
     MAX_STEP,
     ArtifactType,
-    Context,
     ExperimentRun,
     ExperimentStatus,
     ModelArtifact,
     TrainingMetrics,
     _to_config,
     _to_tags,
+    final_metric_key,  # kept importable from here: backends written before it moved import it so
     mask_secrets,
     to_artifact_type,
     to_context,
@@ -42,11 +42,6 @@ __all__ = ["ActiveRun", "MLTracker", "TrackingSession", "new_run_id"]
 RunRef = ExperimentRun | str
 _now = time.time
 log = logging.getLogger(__name__)
-
-
-def final_metric_key(name: str, context: Context) -> str:
-    """How a metric logged in a context is named among final metrics: ``loss{subset=val}``."""
-    return name if not context else name + "{" + ",".join(f"{k}={v}" for k, v in context) + "}"
 
 
 def new_run_id() -> str:
