@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import attrs
 
@@ -26,6 +28,9 @@ from mltrack.models import (
 from mltrack.plugins import ActiveBackends
 
 __all__ = ["BATCH_POINTS", "Comparison", "ExperimentRepository", "MetricHistory", "metric_direction"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 BATCH_POINTS = 50_000
 """Most points :meth:`ExperimentRepository.write_run_sync` hands a backend in one ``mltrack_log_metrics`` call."""
@@ -174,6 +179,20 @@ class ExperimentRepository:
         self._backends = backends
         self._before_read = before_read
         self._owns_backends = owns_backends
+        self._store_lock = threading.Lock()
+
+    async def _in_thread(self, call: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run a blocking store call in a worker thread, so the event loop serves other tasks meanwhile.
+
+        The async methods of one repository reach the store one at a time: a store's client
+        (an Aim repository, a database connection) need not be safe to use from two threads at once.
+        """
+
+        def locked() -> _T:
+            with self._store_lock:
+                return call(*args, **kwargs)
+
+        return await asyncio.to_thread(locked)
 
     def close(self) -> None:
         """Release the stores if this repository opened them (:func:`mltrack.open_repository`)."""
@@ -220,7 +239,7 @@ class ExperimentRepository:
         limit: int | None = None,
     ) -> list[ExperimentSummary]:
         """Runs matching every given condition, newest first."""
-        return self.list_experiments_sync(status, name, tags, limit)
+        return await self._in_thread(self.list_experiments_sync, status, name, tags, limit)
 
     def resolve_id(self, run_id: str) -> str:
         """The full id of the run ``run_id`` names exactly or as a unique prefix."""
@@ -254,7 +273,7 @@ class ExperimentRepository:
 
     async def get_experiment(self, run_id: str) -> ExperimentSummary:
         """The run with this id (or unique id prefix); raises ``RunNotFoundError``."""
-        return self.get_experiment_sync(run_id)
+        return await self._in_thread(self.get_experiment_sync, run_id)
 
     def get_experiment_metrics_sync(self, run_id: str, names: Sequence[str] | None = None) -> MetricHistory:
         """The run's metric histories (blocking form)."""
@@ -268,7 +287,7 @@ class ExperimentRepository:
 
     async def get_experiment_metrics(self, run_id: str, names: Sequence[str] | None = None) -> MetricHistory:
         """The run's metric histories, all metrics or just ``names``."""
-        return self.get_experiment_metrics_sync(run_id, names)
+        return await self._in_thread(self.get_experiment_metrics_sync, run_id, names)
 
     def list_artifacts_sync(self, run_id: str) -> list[ModelArtifact]:
         """The run's stored files (blocking form)."""
@@ -277,7 +296,7 @@ class ExperimentRepository:
 
     async def list_artifacts(self, run_id: str) -> list[ModelArtifact]:
         """The run's stored files, each with a readable ``file_path``."""
-        return self.list_artifacts_sync(run_id)
+        return await self._in_thread(self.list_artifacts_sync, run_id)
 
     def compare_experiments_sync(
         self, run_ids: Sequence[str], metrics: Sequence[str] | None = None
@@ -313,7 +332,7 @@ class ExperimentRepository:
         self, run_ids: Sequence[str], metrics: Sequence[str] | None = None
     ) -> Comparison:
         """Compare runs: differing parameters, final metrics and the best run per metric."""
-        return self.compare_experiments_sync(run_ids, metrics)
+        return await self._in_thread(self.compare_experiments_sync, run_ids, metrics)
 
     def delete_experiment_sync(self, run_id: str) -> None:
         """Delete a run from every active backend (blocking form)."""
@@ -323,7 +342,7 @@ class ExperimentRepository:
 
     async def delete_experiment(self, run_id: str) -> None:
         """Delete a run and its artifacts from every active backend."""
-        self.delete_experiment_sync(run_id)
+        await self._in_thread(self.delete_experiment_sync, run_id)
 
     def write_run_sync(
         self,
@@ -386,7 +405,7 @@ class ExperimentRepository:
         replace: bool = False,
     ) -> int:
         """Write a whole finished run into the primary backend (see :meth:`write_run_sync`)."""
-        return self.write_run_sync(summary, series, artifacts, replace=replace)
+        return await self._in_thread(self.write_run_sync, summary, series, artifacts, replace=replace)
 
     def _write(self, hook: str, **kwargs: Any) -> Any:
         """Call a write hook on the primary backend only, errors raised."""
@@ -402,7 +421,7 @@ class ExperimentRepository:
 
     async def copy_to(self, target: ExperimentRepository, run_ids: Iterable[str] | None = None) -> CopyReport:
         """Copy runs (default: all) into ``target``'s primary backend, idempotently."""
-        return self.copy_to_sync(target, run_ids)
+        return await self._in_thread(self.copy_to_sync, target, run_ids)
 
 
 def _batches(series: MetricSeries, default_time: float) -> Iterator[MetricBatch]:
