@@ -1,0 +1,196 @@
+"""TensorBoard's event-file format: TFRecord framing, scalar events encoded directly, and a reader.
+
+A record is ``uint64 length, uint32 masked crc32c(length), data, uint32 masked crc32c(data)``;
+``data`` is a serialized ``tensorboard.Event``. Scalar points are encoded here byte by byte
+(a few hundred nanoseconds each instead of building protobuf objects): a rank-0 ``DT_DOUBLE``
+tensor with the ``scalars`` plugin's metadata, which TensorBoard charts like any scalar and
+which keeps every float64 exactly (``simple_value`` is float32). Everything else is built with
+tensorboardX's protocol buffers. The ``crc32c`` package computes checksums in C.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from crc32c import crc32c
+
+from tensorboardX.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
+
+__all__ = [
+    "Event",
+    "TagEncoder",
+    "decode_events",
+    "encode_event",
+    "file_version_record",
+    "frame",
+    "json_summary",
+    "read_records",
+    "scalar_of",
+    "text_summary",
+]
+
+Event = event_pb2.Event
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_F64 = struct.Struct("<d")
+_MASK_DELTA = 0xA282EAD8
+SCALARS_PLUGIN = "scalars"
+JSON_PLUGIN = "mltrack"
+"""Plugin name of mltrack's own JSON records: TensorBoard shows no plugin of that name."""
+
+
+def _masked(data: bytes) -> int:
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(data: bytes) -> bytes:
+    """One TFRecord holding ``data``."""
+    header = _U64.pack(len(data))
+    return header + _U32.pack(_masked(header)) + data + _U32.pack(_masked(data))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+# SummaryMetadata{plugin_data{plugin_name: "scalars"}, data_class: DATA_CLASS_SCALAR}
+_SCALAR_METADATA = _field(1, _field(1, SCALARS_PLUGIN.encode())) + b"\x20\x01"
+# TensorProto{dtype: DT_DOUBLE, tensor_shape{}, double_val: [v]} up to the 8 bytes of v
+_DOUBLE_TENSOR_HEAD = b"\x42\x0e\x08\x02\x12\x00\x32\x08"
+
+
+class TagEncoder:
+    """Encodes scalar events of one tag: everything but the step, time and value is encoded once."""
+
+    __slots__ = ("_middle",)
+
+    def __init__(self, tag: str) -> None:
+        value_head = _field(1, tag.encode("utf-8")) + _field(9, _SCALAR_METADATA) + _DOUBLE_TENSOR_HEAD
+        summary = _field(1, value_head + bytes(8))  # Summary{value: [...]}, the 8 bytes being the double
+        # Event field 5 (summary) up to the value's 8 bytes, which come last.
+        self._middle = _field(5, summary)[:-8]
+
+    def record(self, step: int, value: float, wall_time: float) -> bytes:
+        """The framed event of one point."""
+        step_bytes = _SMALL[step] if step < 128 else _varint(step)
+        return frame(b"\x09" + _F64.pack(wall_time) + b"\x10" + step_bytes + self._middle + _F64.pack(value))
+
+
+_SMALL = [bytes([n]) for n in range(128)]
+
+
+def encode_event(event: Any) -> bytes:
+    """The framed record of a protobuf ``Event``."""
+    return frame(event.SerializeToString())
+
+
+def file_version_record(wall_time: float) -> bytes:
+    """The record every event file starts with (``brain.Event:2``)."""
+    return encode_event(Event(wall_time=wall_time, file_version="brain.Event:2"))
+
+
+def _string_tensor(text: str) -> Any:
+    return tensor_pb2.TensorProto(
+        dtype="DT_STRING",
+        string_val=[text.encode("utf-8")],
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+    )
+
+
+def json_summary(tag: str, value: Any) -> Any:
+    """A summary value holding ``value`` as JSON, under mltrack's own plugin name."""
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=JSON_PLUGIN))
+    return summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata, tensor=_string_tensor(json.dumps(value, ensure_ascii=False))
+    )
+
+
+def text_summary(tag: str, text: str) -> Any:
+    """A summary value TensorBoard's Text tab shows (markdown)."""
+    from tensorboardX.proto.plugin_text_pb2 import TextPluginData
+
+    plugin = summary_pb2.SummaryMetadata.PluginData(
+        plugin_name="text", content=TextPluginData(version=0).SerializeToString()
+    )
+    return summary_pb2.Summary.Value(
+        tag=tag, metadata=summary_pb2.SummaryMetadata(plugin_data=plugin), tensor=_string_tensor(text)
+    )
+
+
+def read_records(path: Path) -> Iterator[bytes]:
+    """The data of each whole record of the file, checksums verified.
+
+    A record cut off at the end (a writer killed mid-write, or one still writing) ends the
+    file; a record whose checksum does not match is skipped, as TensorBoard does.
+    """
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return
+    pos, end = 0, len(blob)
+    unpack_u64, unpack_u32 = _U64.unpack_from, _U32.unpack_from
+    while pos + 12 <= end:
+        (length,) = unpack_u64(blob, pos)
+        start = pos + 12
+        stop = start + length
+        if stop + 4 > end:
+            return
+        if unpack_u32(blob, pos + 8)[0] != _masked(blob[pos : pos + 8]):
+            return  # a broken length: nothing after it can be framed
+        data = blob[start:stop]
+        pos = stop + 4
+        if unpack_u32(blob, stop)[0] == _masked(data):
+            yield data
+
+
+def decode_events(path: Path) -> Iterator[Any]:
+    """The ``Event`` protocol buffers of one event file, in file order."""
+    parse = Event.FromString
+    for data in read_records(path):
+        try:
+            yield parse(data)
+        except Exception:  # noqa: BLE001  (a record that is not an Event: skipped, as TensorBoard does)
+            continue
+
+
+def scalar_of(value: Any) -> float | None:
+    """The number a summary value holds if it is a scalar (``simple_value`` or a rank-0 float tensor)."""
+    kind = value.WhichOneof("value")
+    if kind == "simple_value":
+        return float(value.simple_value)
+    if kind != "tensor":
+        return None
+    tensor = value.tensor
+    if tensor.tensor_shape.dim and any(d.size != 1 for d in tensor.tensor_shape.dim):
+        return None
+    if tensor.double_val:
+        return float(tensor.double_val[0])
+    if tensor.float_val:
+        return float(tensor.float_val[0])
+    if tensor.tensor_content and tensor.dtype in (1, 2):  # DT_FLOAT, DT_DOUBLE
+        fmt = "<f" if tensor.dtype == 1 else "<d"
+        return float(struct.unpack_from(fmt, tensor.tensor_content)[0])
+    if tensor.int64_val:
+        return float(tensor.int64_val[0])
+    if tensor.int_val:
+        return float(tensor.int_val[0])
+    return math.nan if tensor.dtype in (1, 2) and not tensor.string_val else None
