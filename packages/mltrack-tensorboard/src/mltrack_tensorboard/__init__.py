@@ -1,6 +1,6 @@
 """mltrack-tensorboard: the TensorBoard backend of mltrack (event files, read and written).
 
-``import mltrack_tensorboard`` imports neither tensorboard nor tensorboardX; the backend does,
+``import mltrack_tensorboard`` does not import tensorboard; the backend does,
 when it is selected.
 """
 

@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import attrs
-from tensorboardX import __version__ as TENSORBOARDX_VERSION
-from tensorboardX.proto import api_pb2, plugin_hparams_pb2, summary_pb2
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import plugin_data_pb2 as plugin_hparams_pb2
+from tensorboard.version import VERSION as TENSORBOARD_VERSION
 
 from mltrack.config import BackendConfig
 from mltrack.errors import BackendError, RunNotFoundError
@@ -427,7 +429,7 @@ class _OpenRun:
 
 
 class TensorboardBackend:
-    """A TensorBoard log folder as an mltrack backend (written and read without TensorFlow)."""
+    """A TensorBoard log folder as an mltrack backend (written and read without TensorFlow or tensorboardX)."""
 
     def __init__(self, settings: TensorboardSettings) -> None:
         if settings.must_exist:
@@ -826,10 +828,10 @@ class TensorboardBackend:
 
     @hookimpl
     def mltrack_health(self) -> HealthStatus:
-        """Log folder writable, free space, tensorboardX version; never raises."""
+        """Log folder writable, free space, tensorboard version; never raises."""
         details: dict[str, Any] = {
             "logdir": str(self.root),
-            "tensorboardx_version": TENSORBOARDX_VERSION,
+            "tensorboard_version": TENSORBOARD_VERSION,
             "open_runs": len(self._open),
         }
         issues: list[str] = []

@@ -1,6 +1,6 @@
 """The ``mltrack`` entry point of mltrack-tensorboard: announces the ``tensorboard`` backend.
 
-Importing this module stays cheap: tensorboardX and the backend are imported only when the
+Importing this module stays cheap: tensorboard's protocol buffers and the backend are imported only when the
 backend is selected (in mltrack's writer process, or by a reader).
 """
 
@@ -14,7 +14,7 @@ __all__ = ["create_backend", "mltrack_register_backends"]
 
 
 def create_backend(config: BackendConfig) -> object:
-    """Build the TensorBoard backend for ``config`` (imports tensorboardX's protocol buffers)."""
+    """Build the TensorBoard backend for ``config`` (imports tensorboard's protocol buffers)."""
     from mltrack_tensorboard.backend import TensorboardBackend
 
     return TensorboardBackend.from_config(config)

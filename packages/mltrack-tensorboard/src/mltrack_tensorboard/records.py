@@ -5,7 +5,9 @@ A record is ``uint64 length, uint32 masked crc32c(length), data, uint32 masked c
 (a few hundred nanoseconds each instead of building protobuf objects): a rank-0 ``DT_DOUBLE``
 tensor with the ``scalars`` plugin's metadata, which TensorBoard charts like any scalar and
 which keeps every float64 exactly (``simple_value`` is float32). Everything else is built with
-tensorboardX's protocol buffers. The ``crc32c`` package computes checksums in C.
+the protocol buffers the ``tensorboard`` package ships (no TensorFlow; tensorboardX's own copies
+would import torch, when installed, with the package: 1.2 s at every writer process start).
+The ``crc32c`` package computes checksums in C.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from crc32c import crc32c
 
-from tensorboardX.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 
 __all__ = [
     "Event",
@@ -126,7 +128,7 @@ def json_summary(tag: str, value: Any) -> Any:
 
 def text_summary(tag: str, text: str) -> Any:
     """A summary value TensorBoard's Text tab shows (markdown)."""
-    from tensorboardX.proto.plugin_text_pb2 import TextPluginData
+    from tensorboard.plugins.text.plugin_data_pb2 import TextPluginData
 
     plugin = summary_pb2.SummaryMetadata.PluginData(
         plugin_name="text", content=TextPluginData(version=0).SerializeToString()

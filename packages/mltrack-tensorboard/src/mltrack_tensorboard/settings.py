@@ -2,7 +2,7 @@
 
 The folder comes from, in order: the ``logdir`` backend option (``configure_tensorboard_backend``),
 mltrack's ``storage_path`` (``ML_STORAGE_PATH``), else ``./tb_logs``. This module imports
-neither tensorboard nor tensorboardX, so ``import mltrack_tensorboard`` stays cheap.
+nothing of tensorboard, so ``import mltrack_tensorboard`` stays cheap.
 """
 
 from __future__ import annotations
