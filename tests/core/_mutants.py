@@ -26,7 +26,7 @@ from mltrack.models import (
     ModelArtifact,
     RunFilter,
 )
-from mltrack.testing.memory import MemoryBackend, _StoredRun
+from mltrack.memory import MemoryBackend, _StoredRun
 
 # --- dropped fields --------------------------------------------------------------------------
 

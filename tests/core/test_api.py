@@ -39,7 +39,7 @@ def test_logging_to_a_finished_run_is_a_clear_error() -> None:
 def test_uncaught_exception_at_exit_marks_the_open_run_failed(tmp_path) -> None:
     code = f"""
 import atexit, mltrack
-from mltrack.testing import memory
+from mltrack import memory
 atexit.register(lambda: print(memory._stores[{str(tmp_path)!r}][run.id].status.value))
 mltrack.configure_backend("memory", store={str(tmp_path)!r})
 run = mltrack.start_run("crashing-script")

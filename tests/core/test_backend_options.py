@@ -15,7 +15,7 @@ from mltrack.cli import main
 from mltrack.config import TrackingConfig, parse_backend_options
 from mltrack.errors import ConfigurationError
 from mltrack.plugins import PluginHost, get_plugin_host
-from mltrack.testing.memory import MemoryBackend
+from mltrack.memory import MemoryBackend
 
 pytest.importorskip("mltrack_aim")
 

@@ -15,7 +15,7 @@ from mltrack import hookimpl
 from mltrack.config import TrackingConfig
 from mltrack.errors import PluginContractError, PluginLoadError
 from mltrack.plugins import PluginHost
-from mltrack.testing.memory import MemoryBackend
+from mltrack.memory import MemoryBackend
 
 from _plugin_dists import run_py
 
@@ -240,7 +240,7 @@ def test_mltrack_backends_and_health_name_the_plugin_that_did_not_load(contract_
     proc = run_py(
         contract_site,
         """
-        import json, mltrack
+        import json, mltrack, mltrack.factory
         mltrack.configure_backend("memory")
         print(json.dumps(mltrack.factory.health_sync().issues))
         """,

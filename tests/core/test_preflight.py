@@ -12,7 +12,7 @@ from mltrack.errors import BackendError
 from mltrack.hookspecs import RegisterBackend, hookimpl
 from mltrack.plugins import PluginHost
 from mltrack.testing.conformance import Harness
-from mltrack.testing.memory import MemoryBackend
+from mltrack.memory import MemoryBackend
 
 
 class PickyStores:

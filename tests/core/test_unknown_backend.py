@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-import mltrack.testing.memory
 from mltrack.config import TrackingConfig
 from mltrack.errors import UnknownBackendError
 from mltrack.plugins import PluginHost
 
 
 def _host_with_memory_only() -> PluginHost:
-    # No entry points: as on a machine where only mltrack-core is installed.
-    host = PluginHost(load_entry_points=False)
-    host.register(mltrack.testing.memory, name="memory")
-    return host
+    # No entry points: as on a machine where only mltrack-core is installed (memory is built in).
+    return PluginHost(load_entry_points=False)
 
 
 @pytest.mark.parametrize(

@@ -241,7 +241,7 @@ def test_interpreter_exit_drains_and_finishes_open_runs(tmp_path) -> None:
     # The memory store lives in the process, so the child reports what it holds at exit.
     code = f"""
 import atexit, mltrack
-from mltrack.testing import memory
+from mltrack import memory
 
 def report():
     stored = memory._stores[{str(tmp_path)!r}][run.id]

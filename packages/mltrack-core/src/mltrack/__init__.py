@@ -47,6 +47,7 @@ _EXPORTS = {
     # plugins
     "hookimpl": "mltrack.hookspecs",
     "RegisterBackend": "mltrack.hookspecs",
+    "Backend": "mltrack.backend",
     # errors
     "ArtifactError": "mltrack.errors",
     "BackendError": "mltrack.errors",
@@ -110,6 +111,7 @@ if TYPE_CHECKING:
     from mltrack.factory import health_check as health_check
     from mltrack.factory import open_repository as open_repository
     from mltrack.factory import start_run as start_run
+    from mltrack.backend import Backend as Backend
     from mltrack.hookspecs import RegisterBackend as RegisterBackend
     from mltrack.hookspecs import hookimpl as hookimpl
     from mltrack.models import ArtifactType as ArtifactType

@@ -17,12 +17,14 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 
 from mltrack import hookspecs
+from mltrack.backend import BACKEND_HOOKS, Backend
 from mltrack.config import BackendConfig, TrackingConfig, parse_backend_options
 from mltrack.errors import (
     BackendError,
@@ -50,7 +52,13 @@ log = logging.getLogger("mltrack")
 ENTRY_POINT_GROUP = "mltrack"
 BACKEND_PREFIX = "backend:"
 READ_HOOKS = frozenset(
-    {"mltrack_list_runs", "mltrack_get_run", "mltrack_get_metrics", "mltrack_list_artifacts", "mltrack_open_ui"}
+    {
+        "mltrack_list_runs",
+        "mltrack_get_run",
+        "mltrack_get_metrics",
+        "mltrack_list_artifacts",
+        "mltrack_open_ui",
+    }
 )
 """Hooks asked of the primary backend only: a plugin that is not a backend is never asked."""
 WRITE_HOOKS = frozenset(
@@ -75,6 +83,9 @@ FIRST_PARTY_BACKENDS: Mapping[str, str] = {
 """The distribution providing each first-party backend (its entry point has the backend's
 name), so an unknown-backend error names the package to install; none is imported here."""
 
+
+BUILTIN_PLUGINS: Mapping[str, str] = {"memory": "mltrack.memory"}
+"""Plugins of mltrack itself, registered before any entry point (``MLTRACK_BLOCK_PLUGINS`` may block them)."""
 
 HOOK_NAMES: frozenset[str] = frozenset(n for n in dir(hookspecs) if n.startswith("mltrack_"))
 """Every hook of the contract, as named in :mod:`mltrack.hookspecs`."""
@@ -123,6 +134,12 @@ def contract_problems(pm: pluggy.PluginManager, plugin: object, *, backend: bool
         if not (callable(value) or isinstance(value, (staticmethod, classmethod))):
             continue
         if own_module is not None and getattr(value, "__module__", None) != own_module:
+            continue
+        if backend and value is vars(Backend).get(attr):
+            problems.append(
+                f"does not implement {attr!r} (only mltrack.Backend declares it): "
+                "implement it with @mltrack.hookimpl"
+            )
             continue
         if attr in HOOK_NAMES:
             problems.append(
@@ -230,6 +247,7 @@ class PluginHost:
     def __init__(self, *, load_entry_points: bool = True) -> None:
         self.pm: _Manager = _Manager(hookspecs.PROJECT)
         self._observers: tuple[int, list[HookTarget]] = (-1, [])
+        self._warned_incomplete: set[str] = set()
         self.pm.add_hookspecs(hookspecs)
         self.load_errors: dict[str, str] = {}
         self.contract_errors: dict[str, str] = {}
@@ -252,6 +270,12 @@ class PluginHost:
             if self._loaded:
                 return
             self._loaded = True
+            for name in env("MLTRACK_BLOCK_PLUGINS"):
+                self.pm.set_blocked(name)
+            for name, module in BUILTIN_PLUGINS.items():
+                if not self.pm.is_blocked(name) and self.pm.get_plugin(name) is None:
+                    self.pm.register(import_module(module), name=name)
+                    self._dists[name] = ("mltrack-core", _core_version())
             if self._load_entry_points:
                 self._load_from_entry_points()
 
@@ -260,8 +284,6 @@ class PluginHost:
 
         allowed = env("MLTRACK_LOAD_PLUGINS")  # None when unset: all; empty: none
         allow = None if allowed is None else set(allowed)
-        for name in env("MLTRACK_BLOCK_PLUGINS"):
-            self.pm.set_blocked(name)
         strict = env("MLTRACK_STRICT_PLUGINS")
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
@@ -489,7 +511,11 @@ class PluginHost:
                         who = f"backend {reg.name!r} (plugin {reg.plugin!r})"
                         try:
                             self._register_checked(backend, plugin_name, who, backend=True)
+                            if reg.persistent:
+                                self._check_complete(backend, who, strict=config.strict)
                         except PluginContractError:
+                            if self.pm.get_plugin(plugin_name) is not None:
+                                self.pm.unregister(name=plugin_name)
                             _close(backend, plugin_name)  # it opened its store: let it go
                             raise
                     except Exception as exc:
@@ -507,6 +533,26 @@ class PluginHost:
                     self.pm.unregister(name=plugin_name)
                 raise
             return ActiveBackends(self, [r.name for r in registrations], instances)
+
+    def _check_complete(self, backend: object, who: str, *, strict: bool) -> None:
+        """A persistent backend lacking a hook of :class:`mltrack.Backend` drops what that hook carries.
+
+        Loud either way: an error in strict mode, else a warning once per backend naming the
+        missing hooks (a write-only store may choose to ignore, say, params).
+        """
+        implemented = {c.name for c in self.pm.get_hookcallers(backend) or ()}
+        missing = sorted(BACKEND_HOOKS - implemented)
+        if not missing:
+            return
+        message = (
+            f"{who} does not implement {', '.join(missing)}: what those hooks carry is not stored "
+            "or cannot be read back; implement them with @mltrack.hookimpl (see mltrack.Backend)"
+        )
+        if strict:
+            raise PluginContractError(message)
+        if who not in self._warned_incomplete:
+            self._warned_incomplete.add(who)
+            warnings.warn(f"mltrack: {message}", PluginLoadWarning, stacklevel=3)
 
 
 class FailedBackend:
@@ -644,6 +690,12 @@ def _close(backend: object, plugin_name: str) -> None:
             closer()
         except Exception as exc:
             log.warning("mltrack: closing backend %s failed: %s", plugin_name, exc)
+
+
+def _core_version() -> str | None:
+    from mltrack import __version__
+
+    return __version__
 
 
 def _ask(health: Callable[[], Any]) -> Any:

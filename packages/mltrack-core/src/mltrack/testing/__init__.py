@@ -4,7 +4,7 @@
   the pytest tests every backend must pass, and the :class:`~mltrack.testing.conformance.Harness`
   they write and read through (a ``TrackingSession`` and an ``ExperimentRepository`` over one
   backend configuration).
-* :mod:`mltrack.testing.memory`: the ``memory`` backend, a complete implementation of the hooks
+* :mod:`mltrack.memory`: the ``memory`` backend (built in), a complete implementation of the hooks
   in one short module (read it first), and ``clear(store)`` to forget a store's runs.
 
 Prove your backend by subclassing the suite in a test module and giving it a

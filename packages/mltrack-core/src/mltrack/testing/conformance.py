@@ -58,7 +58,7 @@ from mltrack.models import (
 )
 from mltrack.plugins import PluginHost, get_plugin_host
 from mltrack.repository import ExperimentRepository
-from mltrack.testing.memory import clear as clear_memory_store
+from mltrack.memory import clear as clear_memory_store
 
 __all__ = ["BackendConformance", "Harness"]
 
