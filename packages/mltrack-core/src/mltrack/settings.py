@@ -120,7 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MLTRACK_RETRY_WINDOW", "float", 60.0, "`60`", "seconds a write failing to connect is retried"),
     Setting("MLTRACK_KEEP_SECRETS", "bool", False, "off", "store config values named like secrets as given"),
     Setting("MLTRACK_HANDLE_SIGTERM", "bool", True, "on", "SIGTERM finishes open runs INTERRUPTED"),
-    Setting("MLTRACK_LOAD_PLUGINS", "names", None, "all", "allow-list of plugins to load (empty: none)"),
+    Setting("MLTRACK_LOAD_PLUGINS", "names", None, "all", "allow-list of entry-point plugins to load (empty: none)"),
     Setting("MLTRACK_BLOCK_PLUGINS", "names", (), "none", "plugins never to load"),
     Setting("MLTRACK_STRICT_PLUGINS", "bool", False, "off", "a plugin that fails to load is an error"),
     Setting("MLTRACK_TRACE_HOOKS", "bool", False, "off", "print every hook call and its duration on stderr"),
