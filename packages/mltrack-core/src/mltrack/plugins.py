@@ -36,7 +36,14 @@ from mltrack.errors import (
 from mltrack.settings import env
 
 if TYPE_CHECKING:
-    from mltrack.models import HealthStatus
+    from mltrack.models import (
+        ExperimentSummary,
+        HealthStatus,
+        MetricSeries,
+        ModelArtifact,
+        RunFilter,
+        UiHandle,
+    )
 
 __all__ = [
     "ActiveBackends",
@@ -657,6 +664,28 @@ class ActiveBackends:
     def read(self, hook_name: str, **kwargs: Any) -> Any:
         """Ask the primary backend; returns its answer (None if it has no such hook)."""
         return self.backend_targets[0].call(hook_name, **kwargs)
+
+    # The read hooks, typed: what core asks of the primary backend (see mltrack.Backend).
+
+    def list_runs(self, run_filter: RunFilter) -> list[ExperimentSummary] | None:
+        """The primary backend's runs matching ``run_filter`` (None: it cannot list)."""
+        return self.read("mltrack_list_runs", run_filter=run_filter)  # type: ignore[no-any-return]
+
+    def get_run(self, run_id: str) -> ExperimentSummary | None:
+        """The run with exactly this id, or None."""
+        return self.read("mltrack_get_run", run_id=run_id)  # type: ignore[no-any-return]
+
+    def get_metrics(self, run_id: str, names: Sequence[str] | None) -> list[MetricSeries] | None:
+        """The run's histories (all when ``names`` is None), or None for an unknown run."""
+        return self.read("mltrack_get_metrics", run_id=run_id, names=names)  # type: ignore[no-any-return]
+
+    def list_artifacts(self, run_id: str) -> list[ModelArtifact] | None:
+        """The run's artifacts, or None for an unknown run."""
+        return self.read("mltrack_list_artifacts", run_id=run_id)  # type: ignore[no-any-return]
+
+    def open_ui(self, host: str, port: int | None) -> UiHandle | None:
+        """Start the primary store's web UI; None if it has none."""
+        return self.read("mltrack_open_ui", host=host, port=port)  # type: ignore[no-any-return]
 
     def health(self) -> list[tuple[str, Any]]:
         """Each backend's ``mltrack_health`` answer (or the exception it raised), by name.
