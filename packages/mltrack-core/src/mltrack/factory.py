@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from mltrack.authoring import plain_detail_keys
 from mltrack.config import SHARED_OPTIONS, TrackingConfig, configure_backend, current_config, on_config_change
 from mltrack.errors import MLTrackError
 from mltrack.models import ExperimentStatus, HealthStatus
@@ -224,8 +225,10 @@ def _health(backends: ActiveBackends, session: TrackingSession | None) -> Health
     details: dict[str, Any] = {"backends": {}}
     for name, answer in backends.health():
         if isinstance(answer, HealthStatus):
-            issues.extend(f"{name}: {i}" for i in answer.issues)
-            details["backends"][name] = {"is_healthy": answer.is_healthy, **answer.details}
+            # Shown under the backend's name, once: a backend that named itself too is not repeated.
+            issues.extend(f"{name}: {i.removeprefix(f'{name}: ')}" for i in answer.issues)
+            plain = plain_detail_keys(name, answer.details)
+            details["backends"][name] = {"is_healthy": answer.is_healthy, **plain}
             if not answer.is_healthy and not answer.issues:
                 issues.append(f"{name}: unhealthy")
         elif isinstance(answer, Exception):
