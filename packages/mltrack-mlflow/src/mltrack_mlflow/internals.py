@@ -1,0 +1,197 @@
+"""Every use of MLflow's internals in mltrack-mlflow: store classes, raw SQL, the private purge.
+
+MLflow's public client goes through its store one ORM object at a time; mltrack reaches
+past it in a few places, all here and nowhere else in the package:
+
+* opening the tracking store itself (``SqlAlchemyStore``, ``FileStore``, ``RestStore``);
+* bulk metric writes and reads in SQL on MLflow's ``metrics`` and ``latest_metrics`` tables
+  (SQLite stores);
+* purging a deleted run (``_hard_delete_run``, what ``mlflow gc`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+from mltrack.errors import BackendError, RunNotFoundError
+from mltrack_mlflow import mapping as m
+
+__all__ = [
+    "expected_tables",
+    "hard_delete_run",
+    "insert_points",
+    "open_store",
+    "read_points",
+    "sqlalchemy_store_class",
+    "translate",
+]
+
+log = logging.getLogger("mltrack.mlflow")
+
+
+@contextlib.contextmanager
+def translate(what: str) -> Iterator[None]:
+    """Turn MLflow's exceptions into mltrack's typed errors, saying what failed."""
+    try:
+        yield
+    except (BackendError, RunNotFoundError):
+        raise
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RunNotFoundError(f"mlflow backend: {what}: {exc.message}") from exc
+        raise BackendError(f"mlflow backend: {what}: {exc.message}") from exc
+    except Exception as exc:
+        raise BackendError(f"mlflow backend: {what}: {type(exc).__name__}: {exc}") from exc
+
+
+# --- the tracking store ----------------------------------------------------------------------
+
+
+def sqlalchemy_store_class() -> Any:
+    """MLflow's SQL store class, imported without the SQLAlchemy deprecation warning it triggers."""
+    with warnings.catch_warnings():
+        # MLflow's models use a loader strategy SQLAlchemy 2.1 deprecates; nothing mltrack can act on.
+        warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    return SqlAlchemyStore
+
+
+def open_store(uri: str, artifacts_uri: str, *, remote: bool, db_path: Path | None) -> Any:
+    """MLflow's tracking store for ``uri``: a server's REST store, a file store, or a SQL database."""
+    if remote:
+        from mlflow.store.tracking.rest_store import RestStore
+        from mlflow.utils.credentials import get_default_host_creds
+
+        rest_store: Any = RestStore  # MLflow's stores are untyped
+        return rest_store(partial(get_default_host_creds, uri))
+    if uri.startswith("file:"):
+        from mlflow.store.tracking.file_store import FileStore
+
+        file_store: Any = FileStore
+        return file_store(uri, artifacts_uri)
+    SqlAlchemyStore = sqlalchemy_store_class()
+    if db_path is None:
+        return SqlAlchemyStore(uri, artifacts_uri)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    # Creating a database runs MLflow's migrations; two processes doing it at once collide.
+    lock_path = db_path.parent / f".{db_path.name}.mltrack-lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return SqlAlchemyStore(uri, artifacts_uri)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def hard_delete_run(store: Any, mlflow_id: str) -> None:
+    """Purge a deleted run for good where the store can (what ``mlflow gc`` does); a server only soft-deletes."""
+    hard_delete = getattr(store, "_hard_delete_run", None)
+    if callable(hard_delete):
+        hard_delete(mlflow_id)
+
+
+# --- bulk metric writes and reads in SQL (SQLite stores) -------------------------------------
+
+_METRICS_COLUMNS = {"key", "value", "timestamp", "run_uuid", "step", "is_nan"}
+_LATEST_COLUMNS = {"key", "value", "timestamp", "step", "is_nan", "run_uuid"}
+# A point already stored (same key, time, step and value) is skipped, as MLflow does.
+_INSERT_METRICS = (
+    "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+    "VALUES (:key, :value, :ts, :run, :step, :nan)"
+)
+_UPSERT_LATEST = (
+    "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
+    "VALUES (:key, :value, :ts, :step, :nan, :run) "
+    "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, "
+    "step = excluded.step, is_nan = excluded.is_nan "
+    "WHERE (excluded.step, excluded.timestamp, excluded.value) > "
+    "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
+)
+
+
+def _run_stage_query() -> Any:
+    import sqlalchemy
+
+    return sqlalchemy.text("SELECT lifecycle_stage FROM runs WHERE run_uuid = :run")
+
+
+def expected_tables(store: Any) -> bool:
+    """True if MLflow's ``metrics`` and ``latest_metrics`` tables have the columns the bulk path writes."""
+    import sqlalchemy
+
+    with store.engine.connect() as conn:
+        found = {
+            table: {row[1] for row in conn.execute(sqlalchemy.text(f"PRAGMA table_info({table})"))}
+            for table in ("metrics", "latest_metrics")
+        }
+    return found["metrics"] == _METRICS_COLUMNS and found["latest_metrics"] == _LATEST_COLUMNS
+
+
+def insert_points(store: Any, mlflow_id: str, points: Sequence[tuple[str, float, int, int]]) -> None:
+    """Insert points as MLflow's SQL store does (NaN and infinities alike), in one transaction."""
+    import sqlalchemy
+
+    rows = []
+    latest: dict[str, dict[str, Any]] = {}
+    for key, value, ts, step in points:
+        is_nan = math.isnan(value)
+        stored = 0.0 if is_nan else max(-m.FLOAT_MAX, min(m.FLOAT_MAX, value))
+        row = {"key": key, "value": stored, "ts": ts, "run": mlflow_id, "step": step, "nan": is_nan}
+        rows.append(row)
+        best = latest.get(key)
+        # MLflow's rule: the latest value is the greatest (step, timestamp, value).
+        if best is None or (step, ts, stored) > (best["step"], best["ts"], best["value"]):
+            latest[key] = row
+    if not rows:
+        return
+    with store.engine.begin() as conn:
+        stage = conn.execute(_run_stage_query(), {"run": mlflow_id}).scalar()
+        if stage is None:
+            raise RunNotFoundError(f"mlflow backend: no MLflow run {mlflow_id!r}")
+        if stage != "active":
+            raise BackendError(f"mlflow backend: MLflow run {mlflow_id} is deleted; it takes no metrics")
+        conn.execute(sqlalchemy.text(_INSERT_METRICS), rows)
+        conn.execute(sqlalchemy.text(_UPSERT_LATEST), list(latest.values()))
+
+
+def read_points(
+    store: Any, mlflow_id: str, keys: Sequence[str]
+) -> dict[str, tuple[list[int], list[float], list[float]]]:
+    """Bulk read of a run's points in one query, in insertion order within each step."""
+    import sqlalchemy
+
+    query = sqlalchemy.text(
+        "SELECT key, step, value, is_nan, timestamp FROM metrics WHERE run_uuid = :run "
+        "ORDER BY key, step, rowid"
+    )
+    wanted = set(keys)
+    out: dict[str, tuple[list[int], list[float], list[float]]] = {}
+    current: tuple[list[int], list[float], list[float]] | None = None
+    current_key = None
+    with store.engine.connect() as conn:
+        for key, step, value, is_nan, ts in conn.execute(query, {"run": mlflow_id}):
+            if key != current_key:
+                current_key = key
+                current = out.setdefault(key, ([], [], [])) if key in wanted else None
+            if current is None:
+                continue
+            value = math.nan if is_nan else m.from_mlflow_value(float(value))
+            if current[0] and current[0][-1] == step:  # a later write of the same step wins
+                current[1][-1] = value
+                current[2][-1] = ts / 1000.0
+            else:
+                current[0].append(int(step))
+                current[1].append(value)
+                current[2].append(ts / 1000.0)
+    return out

@@ -1,0 +1,192 @@
+"""Access to one MLflow tracking store: opening it, experiments, finding runs, tags and params.
+
+:class:`StoreAccess` owns the MLflow store object and what is worth remembering about it
+(experiment ids by name, MLflow run ids by mltrack run id), so the backend's hooks speak in
+mltrack's terms. MLflow's store itself is opened by :mod:`mltrack_mlflow.internals`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from mlflow.entities import ExperimentTag, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+from mltrack_mlflow import internals
+from mltrack_mlflow import mapping as m
+from mltrack_mlflow.settings import MlflowSettings
+
+__all__ = [
+    "MAX_PARAMS_PER_CALL",
+    "MAX_TAGS_PER_CALL",
+    "SEARCH_PAGE",
+    "OpenRun",
+    "StoreAccess",
+    "chunks",
+]
+
+MAX_PARAMS_PER_CALL = 100
+MAX_TAGS_PER_CALL = 20  # 100 is MLflow's limit; 20 long tags keep a REST request far under its 1 MB
+SEARCH_PAGE = 1000
+_HEX_ID = re.compile(r"^[0-9a-f]{1,64}$")
+_MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """``items`` in consecutive slices of at most ``size`` (MLflow's per-call limits)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@attrs.define
+class OpenRun:
+    """What the backend knows of a run it writes: MLflow id, config, keys already mapped."""
+
+    mlflow_id: str
+    config: dict[str, Any]
+    artifact_uri: str
+    params: set[str] = attrs.field(factory=set)
+    mapped_keys: set[str] = attrs.field(factory=set)
+
+
+class StoreAccess:
+    """One MLflow tracking store, opened on first use, with mltrack's lookups over it."""
+
+    def __init__(self, settings: MlflowSettings, lock: threading.RLock) -> None:
+        self.settings = settings
+        self._lock = lock
+        self._store_obj: Any = None
+        self.ids: dict[str, str] = {}  # mltrack run id -> MLflow run id
+        self.experiments: dict[str, str] = {}  # experiment name -> MLflow experiment id
+
+    @property
+    def store(self) -> Any:
+        """MLflow's tracking store, opened on first use (so health works when it cannot open)."""
+        with self._lock:
+            if self._store_obj is None:
+                with internals.translate(f"cannot open the tracking store {self.settings.tracking_uri}"):
+                    self._store_obj = internals.open_store(
+                        self.settings.tracking_uri,
+                        Path(self.settings.artifacts_dir).as_uri(),
+                        remote=self.settings.is_remote,
+                        db_path=self.settings.db_path,
+                    )
+            return self._store_obj
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for a local SQLite database (where the bulk SQL paths apply)."""
+        return self.settings.db_path is not None or self.settings.tracking_uri.startswith("sqlite:")
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created (or restored, if deleted) on demand."""
+        cached = self.experiments.get(name)
+        if cached is not None:
+            return cached
+        store = self.store
+        with internals.translate(f"experiment {name!r}"):
+            experiment = store.get_experiment_by_name(name)
+            if experiment is None:
+                try:
+                    # MLflow's UI opens an experiment of this kind on its runs table and charts.
+                    kind = ExperimentTag(m.EXPERIMENT_KIND_TAG, m.EXPERIMENT_KIND)
+                    experiment_id = str(store.create_experiment(name, None, [kind]))
+                except MlflowException as exc:
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    experiment = store.get_experiment_by_name(name)  # another process made it
+                    if experiment is None:
+                        raise
+                    experiment_id = str(experiment.experiment_id)
+            else:
+                experiment_id = str(experiment.experiment_id)
+                if experiment.lifecycle_stage == "deleted":
+                    store.restore_experiment(experiment_id)
+        self.experiments[name] = experiment_id
+        return experiment_id
+
+    def experiment_names(self) -> dict[str, str]:
+        """Every active experiment, id -> name."""
+        out: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.store.search_experiments(
+                view_type=ViewType.ACTIVE_ONLY, max_results=SEARCH_PAGE, page_token=token
+            )
+            for experiment in page:
+                out[str(experiment.experiment_id)] = experiment.name
+            token = page.token
+            if not token:
+                return out
+
+    def search(
+        self, experiment_ids: list[str], filter_string: str, page_size: int = SEARCH_PAGE
+    ) -> Iterator[Any]:
+        """Active runs of these experiments matching ``filter_string``, newest first, page by page."""
+        if not experiment_ids:
+            return
+        token = None
+        while True:
+            page = self.store.search_runs(
+                experiment_ids,
+                filter_string,
+                ViewType.ACTIVE_ONLY,
+                max_results=page_size,
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
+            )
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def find(self, run_id: str) -> Any | None:
+        """The active MLflow run of mltrack run ``run_id`` (or of MLflow run id ``run_id``), or None."""
+        if not _HEX_ID.match(run_id):
+            return None
+        store = self.store
+        cached = self.ids.get(run_id)
+        if cached is not None:
+            try:
+                run = store.get_run(cached)
+            except MlflowException:
+                run = None
+            if run is not None and run.info.lifecycle_stage == "active":
+                return run
+            self.ids.pop(run_id, None)
+        filter_string = f"tags.`{m.RUN_ID_TAG}` = '{run_id}'"
+        for run in self.search(list(self.experiment_names()), filter_string, page_size=2):
+            self.ids[run_id] = run.info.run_id
+            return run
+        if _MLFLOW_RUN_ID.match(run_id):  # a run MLflow wrote itself: its own id
+            try:
+                run = store.get_run(run_id)
+            except MlflowException:
+                return None
+            if run.info.lifecycle_stage == "active" and m.RUN_ID_TAG not in run.data.tags:
+                return run
+        return None
+
+    def log_tags(self, mlflow_id: str, tags: Mapping[str, str]) -> None:
+        """Set run tags, in calls MLflow accepts."""
+        items = [RunTag(k, v) for k, v in tags.items()]
+        # A split value's marker comes last in ``tags``: its parts are stored before it.
+        for chunk in chunks(items, MAX_TAGS_PER_CALL):
+            self.store.log_batch(mlflow_id, metrics=[], params=[], tags=list(chunk))
+
+    def log_params(self, state: OpenRun, config: Mapping[str, Any]) -> None:
+        """Log the flattened keys of ``config`` the run has no param for yet."""
+        new = [Param(k, v) for k, v in m.flatten_params(config).items() if k not in state.params]
+        for chunk in chunks(new, MAX_PARAMS_PER_CALL):
+            self.store.log_batch(state.mlflow_id, metrics=[], params=list(chunk), tags=[])
+        state.params.update(p.key for p in new)
+
+    def artifact_repo(self, artifact_uri: str) -> Any:
+        """MLflow's artifact repository of a run's artifact URI."""
+        return get_artifact_repository(artifact_uri, tracking_uri=self.settings.tracking_uri)
