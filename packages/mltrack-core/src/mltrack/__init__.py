@@ -84,6 +84,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     # `X as X`: an explicit re-export, so strict type checkers accept `from mltrack import X`.
+    from mltrack.backend import Backend as Backend
     from mltrack.config import TrackingConfig as TrackingConfig
     from mltrack.config import configure as configure
     from mltrack.config import configure_backend as configure_backend
@@ -111,7 +112,6 @@ if TYPE_CHECKING:
     from mltrack.factory import health_check as health_check
     from mltrack.factory import open_repository as open_repository
     from mltrack.factory import start_run as start_run
-    from mltrack.backend import Backend as Backend
     from mltrack.hookspecs import RegisterBackend as RegisterBackend
     from mltrack.hookspecs import hookimpl as hookimpl
     from mltrack.models import ArtifactType as ArtifactType
