@@ -32,8 +32,8 @@ def store(config: BackendConfig) -> StoreDirectory:
     return StoreDirectory.resolve(config, "./jsonl_logs", option=options.root, option_name="root")
 
 
-class JsonlBackend:
-    """The backend object: its ``@mltrack.hookimpl`` methods store and read runs."""
+class JsonlBackend(mltrack.Backend):
+    """The backend: each ``@mltrack.hookimpl`` method is a hook, checked by mypy against ``mltrack.Backend``."""
 
     def __init__(self, config: BackendConfig) -> None:
         self.store = store(config)
