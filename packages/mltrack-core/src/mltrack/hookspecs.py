@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
     from mltrack.models import (
         ExperimentRun,
         ExperimentStatus,
@@ -193,6 +195,23 @@ def mltrack_health() -> HealthStatus:
     """
 
 
+# --- command line -------------------------------------------------------------------------
+
+
+@hookspec
+def mltrack_register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``mltrack`` command: ``@cli.command()`` on the group given. Since 0.1.
+
+    Called once per ``mltrack`` invocation, after the entry-point plugins have loaded, on
+    every plugin that implements it, each with a group of its own (so mltrack knows whose
+    command is whose). A command named like a built-in one (or like another plugin's) is an
+    error naming both; a hook that raises is reported on stderr with the plugin's name and
+    the other commands still work. ``mltrack --help`` does not load plugins, to stay fast:
+    ``mltrack backends`` lists each plugin's commands. Import heavy libraries inside the
+    command, not in the hook: the hook runs for every ``mltrack`` command.
+    """
+
+
 __all__ = [
     "PROJECT",
     "hookimpl",
@@ -210,5 +229,6 @@ __all__ = [
     "mltrack_log_params",
     "mltrack_open_ui",
     "mltrack_register_backends",
+    "mltrack_register_commands",
     "mltrack_set_tags",
 ]

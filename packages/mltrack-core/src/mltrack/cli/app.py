@@ -11,9 +11,33 @@ import click
 from mltrack import __version__
 from mltrack.cli import commands, export, plot, ui
 from mltrack.cli.commands import EXIT_ERROR
+from mltrack.cli.plugin_commands import plugin_commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class MltrackGroup(click.Group):
+    """The built-in commands, and those plugins add (collected only when a command is to run)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # A command is about to run: the plugins load now (they would for the store anyway),
+        # so a plugin's command clashing with a built-in one is an error whatever runs.
+        plugin_commands(ctx, self.commands)
+        return super().resolve_command(ctx, args)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.commands.get(cmd_name) or plugin_commands(ctx, self.commands).commands.get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # `mltrack --help` lists the built-in commands only: loading plugins would double its time.
+        return sorted(self.commands)
+
+
+@click.group(
+    cls=MltrackGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Installed plugins may add commands: `mltrack backends` lists them.",
+)
 @click.version_option(__version__, prog_name="mltrack")
 def cli() -> None:
     """mltrack: backend-agnostic experiment tracking.

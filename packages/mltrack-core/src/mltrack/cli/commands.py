@@ -24,6 +24,7 @@ from mltrack.cli.formatting import (
     short,
     summary_dict,
 )
+from mltrack.cli.plugin_commands import plugin_commands
 from mltrack.cli.store import open_repo, read_config
 
 EXIT_ERROR = 1
@@ -404,7 +405,7 @@ def copy(
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def backends(as_json: bool) -> None:
-    """List installed plugins, the backends they provide with their hooks and options, and load errors.
+    """List installed plugins, the backends and commands they add, hooks, options and load errors.
 
     Example: mltrack backends --json
     """
@@ -413,6 +414,8 @@ def backends(as_json: bool) -> None:
 
     host = get_plugin_host()
     plugins = host.plugins()
+    root = click.get_current_context().find_root()
+    added = plugin_commands(root, getattr(root.command, "commands", {}))
     regs = host.backends()
     backend_hooks = {name: _backend_hooks(reg) for name, reg in regs.items()}
     backend_options = {
@@ -428,6 +431,7 @@ def backends(as_json: bool) -> None:
                         "version": p.version,
                         "hooks": list(p.hooks),
                         "backends": sorted(n for n, r in regs.items() if r.plugin == p.name),
+                        "commands": added.of(p.name),
                     }
                     for p in plugins
                 ],
@@ -460,6 +464,8 @@ def backends(as_json: bool) -> None:
         if provided:
             click.echo(f"  backends: {', '.join(provided)}")
         click.echo(f"  hooks:    {', '.join(p.hooks)}")
+        if added.of(p.name):
+            click.echo(f"  commands: {', '.join(added.of(p.name))}")
         for name in provided:
             hooks = backend_hooks[name]
             click.echo(f"  backend {name}: {regs[name].description}".rstrip(": "))

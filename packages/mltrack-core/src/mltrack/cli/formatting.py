@@ -45,10 +45,12 @@ def _console_class() -> type[Console]:
 
 
 def short(run_id: str) -> str:
+    """A run id cut to the 8 characters `mltrack ls` shows (any unique prefix names a run)."""
     return run_id[:8]
 
 
 def fmt_num(value: float | None) -> str:
+    """A metric value as a table shows it: whole numbers bare, others to 6 significant digits."""
     if value is None:
         return "-"
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
@@ -59,6 +61,7 @@ def fmt_num(value: float | None) -> str:
 
 
 def fmt_duration(delta: timedelta) -> str:
+    """A duration as ``1h02m03s`` (or ``2m03s`` under an hour)."""
     seconds = int(delta.total_seconds())
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
@@ -66,10 +69,12 @@ def fmt_duration(delta: timedelta) -> str:
 
 
 def fmt_time(when: datetime | None) -> str:
+    """A time in the local zone, to the second; ``-`` for none."""
     return "-" if when is None else when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def fmt_size(size: int | None) -> str:
+    """A file size in B, KB, MB or GB; ``-`` when unknown."""
     if size is None:
         return "-"
     value = float(size)
@@ -92,6 +97,7 @@ def json_value(value: Any) -> Any:
 
 
 def summary_dict(s: ExperimentSummary) -> dict[str, Any]:
+    """A run summary as the ``--json`` output of every command shows it."""
     return {
         "id": s.experiment_id,
         "name": s.name,
@@ -107,10 +113,12 @@ def summary_dict(s: ExperimentSummary) -> dict[str, Any]:
 
 
 def echo_json(data: Any) -> None:
+    """Print ``data`` as indented standard JSON (NaN and infinities as strings)."""
     click.echo(json.dumps(json_value(data), indent=2, default=str))
 
 
 def series_label(series: MetricSeries) -> str:
+    """A metric series' name with its context, as ``loss{subset=val}``."""
     if not series.context:
         return series.name
     return series.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(series.context.items())) + "}"
@@ -149,6 +157,7 @@ def check_histories(
 
 
 def finite_values(values: Iterable[float]) -> list[float]:
+    """The values that are numbers (NaN left out), for minimum and maximum."""
     return [v for v in values if not math.isnan(v)]
 
 
