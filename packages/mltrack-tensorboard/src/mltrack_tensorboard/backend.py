@@ -198,8 +198,10 @@ def _hparams_summary(tag: str, data: Any) -> Any:
     return summary_pb2.Summary.Value(tag=tag, metadata=summary_pb2.SummaryMetadata(plugin_data=plugin))
 
 
-def _session_start(config: Mapping[str, Any], group: str, start: datetime) -> Any:
-    info = plugin_hparams_pb2.SessionStartInfo(group_name=group, start_time_secs=start.timestamp())
+def _session_start(config: Mapping[str, Any], start: datetime) -> Any:
+    """The HParams tab's session start of a run. No group name: TensorBoard then groups runs by
+    their hyperparameters (one group per run would hide that; one per experiment mixes them)."""
+    info = plugin_hparams_pb2.SessionStartInfo(start_time_secs=start.timestamp())
     for key, value in _flatten(config).items():
         info.hparams[key].CopyFrom(_hparams_value(value))
     return _hparams_summary(SESSION_START_TAG, plugin_hparams_pb2.HParamsPluginData(session_start_info=info))
@@ -591,7 +593,7 @@ class TensorboardBackend:
         if state.session_started:
             return
         state.session_started = True
-        self._write_values(state, [_session_start(state.config, state.experiment, state.start)])
+        self._write_values(state, [_session_start(state.config, state.start)])
 
     @hookimpl
     def mltrack_log_metrics(self, run_id: str, batch: MetricBatch) -> None:
@@ -624,7 +626,7 @@ class TensorboardBackend:
             state.config.update({str(k): to_plain(v) for k, v in params.items()})
             values = [rec.json_summary("mltrack/config", {"config": state.config})]
             if state.session_started:  # TensorBoard keeps the first session start; this one is for readers
-                values.append(_session_start(state.config, state.experiment, state.start))
+                values.append(_session_start(state.config, state.start))
             self._write_values(state, values)
 
     @hookimpl

@@ -2,9 +2,10 @@
 
 A record is ``uint64 length, uint32 masked crc32c(length), data, uint32 masked crc32c(data)``;
 ``data`` is a serialized ``tensorboard.Event``. Scalar points are encoded here byte by byte
-(a few hundred nanoseconds each instead of building protobuf objects): a rank-0 ``DT_DOUBLE``
-tensor with the ``scalars`` plugin's metadata, which TensorBoard charts like any scalar and
-which keeps every float64 exactly (``simple_value`` is float32). Everything else is built with
+(about a microsecond each instead of building protobuf objects): a rank-0 ``DT_FLOAT`` tensor
+with the ``scalars`` plugin's metadata, which TensorBoard charts like any scalar (its data
+server takes no other dtype for scalars), carrying the exact float64 beside it in the
+tensor's ``double_val``, which mltrack reads back and TensorBoard ignores. Everything else is built with
 the protocol buffers the ``tensorboard`` package ships (no TensorFlow; tensorboardX's own copies
 would import torch, when installed, with the package: 1.2 s at every writer process start).
 The ``crc32c`` package computes checksums in C.
@@ -76,8 +77,19 @@ def _field(number: int, payload: bytes) -> bytes:
 
 # SummaryMetadata{plugin_data{plugin_name: "scalars"}, data_class: DATA_CLASS_SCALAR}
 _SCALAR_METADATA = _field(1, _field(1, SCALARS_PLUGIN.encode())) + b"\x20\x01"
-# TensorProto{dtype: DT_DOUBLE, tensor_shape{}, double_val: [v]} up to the 8 bytes of v
-_DOUBLE_TENSOR_HEAD = b"\x42\x0e\x08\x02\x12\x00\x32\x08"
+# Value.tensor = TensorProto{dtype: DT_FLOAT, tensor_shape{}, float_val: [f32], double_val: [f64]},
+# up to the 4 bytes of the float32; then the double's field header and its 8 bytes.
+_TENSOR_HEAD = b"\x42\x14\x08\x01\x12\x00\x2a\x04"
+_DOUBLE_HEAD = b"\x32\x08"
+_F32 = struct.Struct("<f")
+_F32_MAX = 3.4028234663852886e38
+
+
+def _f32(value: float) -> bytes:
+    """``value`` as float32 bytes; a finite double beyond float32's range becomes an infinity."""
+    if -_F32_MAX <= value <= _F32_MAX or value != value:
+        return _F32.pack(value)
+    return _F32.pack(math.copysign(math.inf, value))
 
 
 class TagEncoder:
@@ -86,15 +98,24 @@ class TagEncoder:
     __slots__ = ("_middle",)
 
     def __init__(self, tag: str) -> None:
-        value_head = _field(1, tag.encode("utf-8")) + _field(9, _SCALAR_METADATA) + _DOUBLE_TENSOR_HEAD
-        summary = _field(1, value_head + bytes(8))  # Summary{value: [...]}, the 8 bytes being the double
-        # Event field 5 (summary) up to the value's 8 bytes, which come last.
-        self._middle = _field(5, summary)[:-8]
+        value_head = _field(1, tag.encode("utf-8")) + _field(9, _SCALAR_METADATA) + _TENSOR_HEAD
+        summary = _field(1, value_head + bytes(4) + _DOUBLE_HEAD + bytes(8))  # Summary{value: [...]}
+        # Event field 5 (summary) up to the float32's 4 bytes; the double comes last.
+        self._middle = _field(5, summary)[:-14]
 
     def record(self, step: int, value: float, wall_time: float) -> bytes:
         """The framed event of one point."""
         step_bytes = _SMALL[step] if step < 128 else _varint(step)
-        return frame(b"\x09" + _F64.pack(wall_time) + b"\x10" + step_bytes + self._middle + _F64.pack(value))
+        return frame(
+            b"\x09"
+            + _F64.pack(wall_time)
+            + b"\x10"
+            + step_bytes
+            + self._middle
+            + _f32(value)
+            + _DOUBLE_HEAD
+            + _F64.pack(value)
+        )
 
 
 _SMALL = [bytes([n]) for n in range(128)]
