@@ -26,7 +26,7 @@ from mltrack.models import (
     TrainingMetrics,
     _to_config,
     _to_tags,
-    final_metric_key,  # kept importable from here: backends written before it moved import it so
+    final_metric_key,  # also exported from here: backends written before it moved import it so
     mask_secrets,
     to_artifact_type,
     to_context,
@@ -37,7 +37,7 @@ from mltrack.models import (
 )
 from mltrack.writer import Writer, WriterStats
 
-__all__ = ["ActiveRun", "MLTracker", "TrackingSession", "new_run_id"]
+__all__ = ["ActiveRun", "MLTracker", "TrackingSession", "final_metric_key", "new_run_id"]
 
 RunRef = ExperimentRun | str
 _now = time.time
