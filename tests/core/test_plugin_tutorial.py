@@ -65,6 +65,16 @@ def test_the_tutorial_backend_fits_in_150_lines() -> None:
     assert lines <= MAX_LINES, f"docs/plugins/tutorial/mltrack_jsonl.py has {lines} lines"
 
 
+def test_every_piece_of_code_the_tutorial_shows_is_the_modules_own() -> None:
+    """docs/plugins/README.md shows the module in pieces (blocks opening ``# from mltrack_jsonl.py``)."""
+    module = (TUTORIAL / "mltrack_jsonl.py").read_text()
+    guide = (TUTORIAL.parent / "README.md").read_text()
+    pieces = re.findall(r"```python\n# from mltrack_jsonl.py\n(.*?)```", guide, flags=re.DOTALL)
+    assert len(pieces) >= 10
+    for piece in pieces:
+        assert piece in module, f"docs/plugins/README.md shows code that is not in mltrack_jsonl.py:\n{piece}"
+
+
 def test_the_entry_point_announces_the_backend_with_its_options() -> None:
     from mltrack.plugins import get_plugin_host
 
