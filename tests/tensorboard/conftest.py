@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,6 @@ def tb_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def tb_config(tb_dir: Path) -> Iterator[TrackingConfig]:
+def tb_config(tb_dir: Path) -> TrackingConfig:
     """Strict tracking into ``tb_dir`` from this process (no writer process)."""
-    yield TrackingConfig(backends=("tensorboard",), storage_path=str(tb_dir), strict=True, writer="thread")
+    return TrackingConfig(backends=("tensorboard",), storage_path=str(tb_dir), strict=True, writer="thread")

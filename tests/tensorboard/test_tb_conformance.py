@@ -23,4 +23,6 @@ class TestTensorboardWriterProcess(BackendConformance):
 class TestTensorboardThread(BackendConformance):
     @pytest.fixture
     def tracking_config(self, tb_dir: Path) -> TrackingConfig:
-        return TrackingConfig(backends=("tensorboard",), storage_path=str(tb_dir), strict=True, writer="thread")
+        return TrackingConfig(
+            backends=("tensorboard",), storage_path=str(tb_dir), strict=True, writer="thread"
+        )

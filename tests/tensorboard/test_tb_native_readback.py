@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mltrack_tensorboard import start_tensorboard
 
 from mltrack.config import TrackingConfig
 from mltrack.factory import build_session
 from mltrack.models import ExperimentStatus
 from mltrack.plugins import get_plugin_host
-from mltrack_tensorboard import start_tensorboard
 
 RUNS = {
     "fast": {"lr": 0.1, "agent": "PPO", "net": {"layers": [64, 64]}, "normalize": True},
@@ -40,7 +40,7 @@ STEPS = 40
 
 
 def _loss(name: str, step: int) -> float:
-    return RUNS[name]["lr"] / (step + 1)  # type: ignore[operator,no-any-return]
+    return RUNS[name]["lr"] / (step + 1)  # type: ignore[operator]
 
 
 def _acc(step: int) -> float:
@@ -148,7 +148,9 @@ def test_a_tensorboard_server_shows_both_runs_hyperparameters_and_metrics(
             query = urllib.parse.urlencode({"run": run, "tag": "loss"})
             points = _call(f"{server.url}/data/plugin/scalars/scalars?{query}")
             assert [step for _wall, step, _value in points] == list(range(STEPS))
-            assert [v for _w, _s, v in points] == pytest.approx([_loss(name, s) for s in range(STEPS)], rel=1e-6)
+            assert [v for _w, _s, v in points] == pytest.approx(
+                [_loss(name, s) for s in range(STEPS)], rel=1e-6
+            )
 
         experiment = _call(server.url + "/data/plugin/hparams/experiment", {"experimentName": ""})
         assert {h["name"] for h in experiment["hparamInfos"]} == set(FLAT["fast"])

@@ -35,7 +35,9 @@ def _plain(series: list[MetricSeries]) -> list[tuple[Any, ...]]:
     )
 
 
-def test_an_sb3_tensorboard_log_run_copies_into_aim_with_equal_histories(tmp_path: Path, aim_repo: Path) -> None:
+def test_an_sb3_tensorboard_log_run_copies_into_aim_with_equal_histories(
+    tmp_path: Path, aim_repo: Path
+) -> None:
     tb_log = tmp_path / "sb3_tensorboard"
     trained = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(TRAIN_WITH_SB3), str(tb_log)],

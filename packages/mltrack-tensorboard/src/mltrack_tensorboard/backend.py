@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -77,7 +78,6 @@ HPARAMS_PLUGIN = "hparams"
 SESSION_START_TAG = "_hparams_/session_start_info"
 SESSION_END_TAG = "_hparams_/session_end_info"
 _HEX_ID = re.compile(r"^[0-9a-f]{1,64}$")
-_RUN_ID = re.compile(r"-([0-9a-f]{24})$")
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 _HPARAMS_STATUS = {
     ExperimentStatus.COMPLETED: "STATUS_SUCCESS",
@@ -194,7 +194,9 @@ def _hparams_value(value: Any) -> Any:
 
 
 def _hparams_summary(tag: str, data: Any) -> Any:
-    plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name=HPARAMS_PLUGIN, content=data.SerializeToString())
+    plugin = summary_pb2.SummaryMetadata.PluginData(
+        plugin_name=HPARAMS_PLUGIN, content=data.SerializeToString()
+    )
     return summary_pb2.Summary.Value(tag=tag, metadata=summary_pb2.SummaryMetadata(plugin_data=plugin))
 
 
@@ -330,7 +332,7 @@ def read_scalars(files: Sequence[Path]) -> dict[str, tuple[array[int], array[flo
                 cols[2].append(wall)
     out: dict[str, tuple[array[int], array[float], array[float]]] = {}
     for tag, (steps, values, walls) in raw.items():
-        if all(a < b for a, b in zip(steps, steps[1:])):
+        if all(a < b for a, b in itertools.pairwise(steps)):
             out[tag] = (array("q", steps), array("d", values), array("d", walls))
             continue
         last: dict[int, int] = {}
@@ -401,7 +403,8 @@ def _foreign_meta(root: Path, folder: Path, files: Sequence[Path]) -> _Meta:
 
 def _event_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """(meta files, other event files) of a run folder, each in name (= creation) order."""
-    meta, events = [], []
+    meta: list[Path] = []
+    events: list[Path] = []
     try:
         names = sorted(e.name for e in os.scandir(folder) if e.is_file() and _is_events(e.name))
     except OSError:
@@ -675,7 +678,11 @@ class TensorboardBackend:
             self._open.pop(run_id, None)
 
     def _finish(
-        self, state: _OpenRun, status: ExperimentStatus, end_time: datetime, final_metrics: Mapping[str, float]
+        self,
+        state: _OpenRun,
+        status: ExperimentStatus,
+        end_time: datetime,
+        final_metrics: Mapping[str, float],
     ) -> None:
         info = {
             "status": status.value,
@@ -790,7 +797,9 @@ class TensorboardBackend:
             for tag, (steps, values, walls) in read_scalars(_event_files(folder)[1]).items():
                 name, context = meta.metrics.get(tag, (tag, {}))
                 if wanted is None or name in wanted:
-                    out.append(MetricSeries(name=name, steps=steps, values=values, timestamps=walls, context=context))
+                    out.append(
+                        MetricSeries(name=name, steps=steps, values=values, timestamps=walls, context=context)
+                    )
             return out
 
     @hookimpl
@@ -841,7 +850,7 @@ class TensorboardBackend:
             details["free_bytes"] = free_bytes(self.root)
             issues = storage_problems(self.root, setting=self.settings.source)
             details["writable"] = not any("writable" in p or "file" in p for p in issues)
-        except Exception as exc:  # noqa: BLE001  (health reports, never raises)
+        except Exception as exc:
             issues.append(f"TensorBoard log folder {self.root} unusable: {type(exc).__name__}: {exc}")
         return HealthStatus(not issues, tuple(issues), backend="tensorboard", details=details)
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from crc32c import crc32c
-
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 
 __all__ = [
@@ -141,7 +140,9 @@ def _string_tensor(text: str) -> Any:
 
 def json_summary(tag: str, value: Any) -> Any:
     """A summary value holding ``value`` as JSON, under mltrack's own plugin name."""
-    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=JSON_PLUGIN))
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=JSON_PLUGIN)
+    )
     return summary_pb2.Summary.Value(
         tag=tag, metadata=metadata, tensor=_string_tensor(json.dumps(value, ensure_ascii=False))
     )
@@ -191,7 +192,7 @@ def decode_events(path: Path) -> Iterator[Any]:
     for data in read_records(path):
         try:
             yield parse(data)
-        except Exception:  # noqa: BLE001  (a record that is not an Event: skipped, as TensorBoard does)
+        except Exception:
             continue
 
 

@@ -97,7 +97,9 @@ def configure_tensorboard_backend(
     return configure_backend("tensorboard", **options)
 
 
-def storage_problems(logdir: Path, min_free: int = MIN_FREE_BYTES, setting: str = "ML_STORAGE_PATH") -> list[str]:
+def storage_problems(
+    logdir: Path, min_free: int = MIN_FREE_BYTES, setting: str = "ML_STORAGE_PATH"
+) -> list[str]:
     """Why the log folder cannot take writes (not a folder, not writable, disk full), each with its fix."""
     fix = f"move the log folder ({setting})"
     if logdir.exists() and not logdir.is_dir():
