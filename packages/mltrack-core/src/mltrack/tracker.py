@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from mltrack.authoring import check_artifact_name
 from mltrack.config import TrackingConfig
 from mltrack.errors import ArtifactError, BackendError, RunStateError
 from mltrack.models import (
@@ -47,18 +48,6 @@ log = logging.getLogger(__name__)
 def new_run_id() -> str:
     """A fresh run id: 24 lowercase hex characters (the shape Aim uses for run hashes)."""
     return uuid.uuid4().hex[:24]
-
-
-def _artifact_name(name: object) -> str:
-    """An artifact name that stays inside the store: relative, no ``..`` or empty parts."""
-    checked = validate_name(name, "artifact name")
-    parts = checked.replace("\\", "/").split("/")
-    if checked.startswith(("/", "\\")) or any(p in ("", ".", "..") for p in parts) or ":" in parts[0]:
-        raise ArtifactError(
-            f"artifact name {checked!r} must be a relative path inside the run's artifacts "
-            "(no leading '/', no '..' or empty parts), e.g. 'models/best_model.zip'"
-        )
-    return checked
 
 
 def _run_id(run: RunRef) -> str:
@@ -234,7 +223,7 @@ class TrackingSession:
                 digest.update(block)
                 size += len(block)
         artifact = ModelArtifact(
-            name=_artifact_name(name if name is not None else source.name),
+            name=check_artifact_name(name if name is not None else source.name),  # the rule backends read too
             artifact_type=kind,
             file_path=str(source.resolve()),
             metadata=_to_config(metadata),
