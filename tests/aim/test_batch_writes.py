@@ -1,6 +1,6 @@
 """The batched metric path writes exactly what ``run.track`` would: read back with Aim's SDK.
 
-The batch path uses Aim internals (see mltrack_aim.batch), so this test guards it on every
+The batch path uses Aim internals (see mltrack_aim.internals), so this test guards it on every
 Aim version in CI: a fresh process reads the data through Aim's public SDK only.
 """
 
@@ -104,7 +104,7 @@ def test_bulk_column_reads_equal_aims_own_reader(aim_repo) -> None:
     from aim import Repo
     from aim.sdk.run import Run
 
-    from mltrack_aim.columns import read_columns
+    from mltrack_aim.internals import read_columns
 
     repo = Repo.from_path(str(aim_repo))
     run = Run(repo=repo, experiment="columns", system_tracking_interval=None, capture_terminal_logs=False)

@@ -22,12 +22,10 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from importlib import import_module
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from aim.sdk.repo import ContainerConfig
 from aim.sdk.run import Run
 
 from mltrack.config import BackendConfig
@@ -48,11 +46,12 @@ from mltrack.models import (
 )
 from mltrack.servers import http_ok, port_free
 from mltrack.storage import free_bytes
+from mltrack_aim import internals
 from mltrack_aim.batch import MetricWriter, aim_version, batch_path_enabled
-from mltrack_aim.columns import read_columns
+from mltrack_aim.internals import RunIndex, drop_read_snapshots, writer_state
 from mltrack_aim.processes import start_aim_ui
 from mltrack_aim.settings import AimSettings, is_writable, require_repo, storage_problems
-from mltrack_aim.store import RunIndex, drop_read_snapshots, open_repo, writer_state
+from mltrack_aim.store import open_repo
 
 __all__ = ["AimBackend"]
 
@@ -60,33 +59,6 @@ log = logging.getLogger("mltrack.aim")
 
 MLTRACK_KEY = "mltrack"
 """The run parameter holding what Aim has no field for: status, times, final metrics, artifacts."""
-
-# Aim has no public way to create a run under a chosen hash; Run() takes it from
-# aim.sdk.base_run.generate_run_hash, which is swapped for the duration of one construction.
-_HASH_LOCK = threading.Lock()
-
-
-def _new_aim_run(repo: Any, run_hash: str, experiment: str) -> Any:
-    module: Any = import_module("aim.sdk.base_run")
-    with _HASH_LOCK:
-        original = module.generate_run_hash
-        module.generate_run_hash = lambda *args, **kwargs: run_hash
-        try:
-            run = Run(
-                repo=repo,
-                experiment=experiment,
-                system_tracking_interval=None,  # mltrack tracks what the user logs, nothing else
-                capture_terminal_logs=False,
-            )
-        finally:
-            module.generate_run_hash = original
-    if run.hash != run_hash:
-        run.close()
-        raise BackendError(
-            f"aim {aim_version()} did not create run {run_hash!r} under that hash (it chose {run.hash!r}); "
-            "mltrack-aim supports aim>=3.29,<4: pip install 'aim>=3.29,<4'"
-        )
-    return run
 
 
 def _resume_aim_run(repo: Any, run_hash: str) -> Any:
@@ -123,8 +95,8 @@ class AimBackend:
         self._writers: dict[str, MetricWriter] = {}
         self._lock = threading.RLock()
         self._artifacts_dir = Path(settings.artifacts_dir)
-        # Bulk column reads use Aim's internal layout: local repositories of tested Aim only.
-        self._fast_reads = batch_path_enabled() and not settings.is_remote
+        # Bulk column reads use Aim's internal layout: local repositories of verified Aim only.
+        self._fast_reads = internals.fast_paths() and not settings.is_remote
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> AimBackend:
@@ -158,8 +130,7 @@ class AimBackend:
 
     def _wait_remote(self) -> None:
         # Remote writes go through a client-side queue; a hook must return only once stored.
-        if self.repo.is_remote_repo:
-            self.repo._client.get_queue().wait_for_finish()
+        internals.wait_remote(self.repo)
 
     def _release(self, run_id: str) -> None:
         """Close the run's Aim objects and let go of their database handles."""
@@ -171,12 +142,7 @@ class AimBackend:
             # A closed Run keeps its RocksDB handles (and locks) until garbage-collected, and
             # another opener would fail; a full gc.collect() costs ~100 ms here, so close the
             # run's writable containers explicitly instead.
-            pool = getattr(self.repo, "container_pool", None)
-            if pool is not None:
-                for name in ("meta", "seqs"):
-                    container = pool.pop(ContainerConfig(name, run_id, False), None)
-                    if container is not None:
-                        container.close()
+            internals.close_run_containers(self.repo, run_id)
 
     # --- writes -------------------------------------------------------------------------
 
@@ -189,7 +155,7 @@ class AimBackend:
             if run.id in self.index.all_runs():
                 aim_run = _resume_aim_run(self.repo, run.id)  # a retried create: carry on
             else:
-                aim_run = _new_aim_run(self.repo, run.id, run.experiment_name)
+                aim_run = internals.new_run(self.repo, run.id, run.experiment_name)
             self._runs[run.id] = aim_run
             self.index.deleted.discard(run.id)  # the same id written anew (a copy back, say)
             aim_run.experiment = run.experiment_name
@@ -291,11 +257,7 @@ class AimBackend:
     def _summary(self, run_hash: str) -> ExperimentSummary | None:
         run = Run(run_hash, repo=self.repo, read_only=True)
         info = _plain_dict(run.get(MLTRACK_KEY))
-        if (
-            not info
-            and run.get("hparams") is None
-            and run_hash not in set(self.repo.meta_tree.subtree("chunks").keys())
-        ):
+        if not info and run.get("hparams") is None and not internals.is_indexed(self.repo, run_hash):
             return None  # not in the index (it was busy): nothing trustworthy to report yet
         aim_end = run.end_time
         if "status" in info:
@@ -361,14 +323,9 @@ class AimBackend:
         out = []
         # Aim pools containers weakly: holding the index open here spares every Run below
         # from reopening it (about 1 ms a run).
-        index = self.repo.request_tree("meta", read_only=True)  # noqa: F841
-        # Many runs: load every run's name, experiment and tags in one SQL query (Aim's own
-        # listing cache, as its query_runs uses) instead of one ORM query a run (~0.5 ms each).
-        # The cache lives only for this call, so later reads see later changes.
-        bulk_props = len(run_hashes) > 8 and not self.repo.is_remote_repo
-        if bulk_props:
-            self.repo._prepare_runs_cache()
-        try:
+        index = internals.hold_index(self.repo)  # noqa: F841
+        # Many runs: load every run's name, experiment and tags in one SQL query.
+        with internals.bulk_run_props(self.repo, many=len(run_hashes) > 8):
             for h in run_hashes:
                 try:
                     summary = self._summary(h)
@@ -377,10 +334,6 @@ class AimBackend:
                     continue
                 if summary is not None:
                     out.append(summary)
-        finally:
-            if bulk_props:
-                self.repo.run_props_cache_hint = None
-                self.repo.structured_db.invalidate_cache("runs_cache")
         return out
 
     @hookimpl
@@ -409,7 +362,7 @@ class AimBackend:
             if run_id not in self.index.all_runs():
                 return None
             self.index.refresh([run_id])
-            self.repo.container_pool.pop(ContainerConfig("seqs", run_id, True), None)
+            internals.forget_series_snapshot(self.repo, run_id)
             run = Run(run_id, repo=self.repo, read_only=True)
             wanted = None if names is None else set(names)
             out = []
@@ -419,11 +372,7 @@ class AimBackend:
                 metric = run.get_metric(name, context)
                 if metric is None:
                     continue
-                columns = read_columns(metric.series_tree) if self._fast_reads else None
-                if columns is None:
-                    steps, (values, _epochs, times) = metric.data.numpy()
-                else:
-                    steps, values, times = columns
+                steps, values, times = internals.metric_columns(self.repo, metric, fast=self._fast_reads)
                 out.append(
                     MetricSeries(
                         name=name,
@@ -486,6 +435,7 @@ class AimBackend:
         details: dict[str, Any] = {
             "repo": self.settings.repo,
             "aim_version": aim_version(),
+            "aim_internals_verified": internals.verified(),
             "batched_writes": batch_path_enabled() and not self.repo.is_remote_repo,
             "artifacts_dir": str(self._artifacts_dir),
             "open_runs": len(self._runs),
@@ -520,7 +470,7 @@ class AimBackend:
             if self.repo.is_remote_repo:
                 # Release the server-side resources now, while the server is surely up,
                 # rather than from a garbage-collection finalizer at some later point.
-                self.repo._client.get_queue().wait_for_finish()
+                internals.wait_remote(self.repo)
                 drop_read_snapshots(self.repo)
                 gc.collect()
 
