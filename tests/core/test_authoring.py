@@ -178,8 +178,11 @@ def test_a_reused_pid_is_not_taken_for_the_writer() -> None:
     assert WriterRecord(me.host, me.pid, str(int(me.started) - 1)).is_gone()
 
 
-def test_a_writer_on_another_machine_is_never_declared_dead() -> None:
+def test_a_writer_on_another_machine_or_in_another_container_is_never_declared_dead() -> None:
     assert not WriterRecord("some-other-host.invalid", 999_999_999).is_gone()
+    here = WriterRecord.current().host
+    assert not WriterRecord(here, 999_999_999, "", "pid:[1]").is_gone()  # its pids are not ours
+    assert WriterRecord.from_json({"host": here, "pid": 999_999_999}) == WriterRecord(here, 999_999_999)
 
 
 def test_only_a_running_run_with_a_gone_writer_reads_crashed() -> None:

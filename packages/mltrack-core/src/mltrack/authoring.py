@@ -223,6 +223,17 @@ def _proc_stat(pid: int) -> list[str] | None:
     return stat[stat.rfind(")") + 2 :].split()
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace (Linux: ``pid:[4026531836]``); "" where unknown.
+
+    Two containers on one machine may share a hostname but not their process ids.
+    """
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _start_ticks(pid: int) -> str:
     """When process ``pid`` started, in clock ticks since boot (Linux); "" where unknown."""
     fields = _proc_stat(pid)
@@ -242,12 +253,14 @@ class WriterRecord:
     pid: int
     started: str = ""
     """The process's start time in clock ticks since boot (Linux); "" where unknown."""
+    pid_namespace: str = ""
+    """Whose process ids these are (Linux; a container has its own); "" where unknown."""
 
     @classmethod
     def current(cls) -> WriterRecord:
         """This process."""
         pid = os.getpid()
-        return cls(socket.gethostname(), pid, _start_ticks(pid))
+        return cls(socket.gethostname(), pid, _start_ticks(pid), _pid_namespace())
 
     def to_json(self) -> dict[str, Any]:
         """The record as plain JSON values, to store beside the run."""
@@ -257,7 +270,10 @@ class WriterRecord:
     def from_json(cls, data: Mapping[str, Any] | None) -> WriterRecord | None:
         """A record stored by :meth:`to_json`; None for None or a record it cannot read."""
         try:
-            return None if data is None else cls(str(data["host"]), int(data["pid"]), str(data["started"]))
+            if data is None:
+                return None
+            namespace = str(data.get("pid_namespace", ""))
+            return cls(str(data["host"]), int(data["pid"]), str(data.get("started", "")), namespace)
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -265,10 +281,13 @@ class WriterRecord:
         """True if the writer is known to have ended: on this machine, its process no longer
         runs (or is a zombie, or another process now holds its id).
 
-        False when it runs, and when this process cannot tell: a writer on another machine, or
-        on Windows. There, a store needs a heartbeat of its own to notice a dead writer.
+        False when it runs, and when this process cannot tell: a writer on another machine or
+        in another container (another PID namespace), or on Windows. There, a store needs a
+        heartbeat of its own to notice a dead writer.
         """
         if self.host != socket.gethostname() or os.name == "nt":
+            return False
+        if self.pid_namespace and self.pid_namespace != _pid_namespace():
             return False
         try:
             os.kill(self.pid, 0)
