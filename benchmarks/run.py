@@ -1,6 +1,7 @@
 """mltrack against raw Aim, side by side in one run: writes benchmarks/RESULTS.md.
 
-The peers (MLflow, TensorBoard) are measured by ``peers.py`` in the same run.
+The peers (MLflow, TensorBoard) are measured by ``peers.py`` in the same run, mltrack's
+tensorboard backend against raw tensorboardX by ``tb_bench.py``.
 
 Each measurement runs in a fresh Python process (so import costs and memory are honest),
 mltrack and Aim interleaved, repeated; the table reports medians and their ratio.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import peers
+import tb_bench
 
 HERE = Path(__file__).parent
 
@@ -448,14 +450,16 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
-    parser.add_argument("--only", choices=["write", "read", "scaling", "sb3", "peers"], action="append")
+    parser.add_argument(
+        "--only", choices=["write", "read", "scaling", "sb3", "peers", "tensorboard"], action="append"
+    )
     args = parser.parse_args()
     repeats = 2 if args.quick else 3
     results = Results()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mltrack-bench-") as tmp:
         root = Path(tmp)
-        for name in ("write", "read", "scaling", "sb3", "peers"):
+        for name in ("write", "read", "scaling", "sb3", "peers", "tensorboard"):
             if args.only and name not in args.only:
                 continue
             if name == "write":
@@ -466,6 +470,8 @@ def main() -> int:
                 bench_scaling(results, root, args.quick)
             elif name == "sb3":
                 bench_sb3(results, args.quick)
+            elif name == "tensorboard":
+                tb_bench.bench_tensorboard(results, root, repeats, args.quick)
             else:
                 peers.bench_peers(results, root, repeats, args.quick)
     results.sections.append(f"Benchmark wall time: {time.monotonic() - started:.0f} s.")
