@@ -13,7 +13,8 @@
 * :func:`health_status`: a ``HealthStatus`` whose detail keys are plain (``root``, not
   ``jsonl.root``): mltrack adds the backend's name once when it reports them.
 
-Each helper imports nothing but mltrack itself, so a plugin module may use them freely.
+The module imports only the standard library and mltrack's light core modules, so a plugin
+module (imported by every process that uses mltrack) may use it freely.
 ``docs/plugins/`` shows them in a complete backend.
 """
 
