@@ -614,9 +614,7 @@ class TensorboardBackend:
                     if context or tag != name:
                         info = {"tag": tag, "name": name, "context": to_plain(context)}
                         announce.append(rec.json_summary("mltrack/metric", info))
-                encode = encoder.record
-                for step, value, wall in zip(steps, values, timestamps):
-                    out += encode(step, value, wall)
+                out += encoder.records(steps, values, timestamps)
             if announce:  # the names of new tags are stored before their points
                 self._write_values(state, announce)
             self._append(state, bytes(out), meta=False)
