@@ -210,10 +210,11 @@ class ExperimentRepository:
         """Name of the backend answering reads."""
         return self._backends.primary
 
-    def _read(self, hook: str, **kwargs: Any) -> Any:
+    def _reads(self) -> ActiveBackends:
+        """The backends to read from, once this process's own writes are stored (read your writes)."""
         if self._before_read is not None:
-            self._before_read()  # read your own writes
-        return self._backends.read(hook, **kwargs)
+            self._before_read()
+        return self._backends
 
     def list_experiments_sync(
         self,
@@ -229,7 +230,7 @@ class ExperimentRepository:
             tags=tags,
             limit=limit,
         )
-        return list(self._read("mltrack_list_runs", run_filter=run_filter) or [])
+        return list(self._reads().list_runs(run_filter) or [])
 
     async def list_experiments(
         self,
@@ -243,7 +244,7 @@ class ExperimentRepository:
 
     def resolve_id(self, run_id: str) -> str:
         """The full id of the run ``run_id`` names exactly or as a unique prefix."""
-        if self._read("mltrack_get_run", run_id=run_id) is not None:
+        if self._reads().get_run(run_id) is not None:
             return run_id
         ids = [s.experiment_id for s in self.list_experiments_sync()]
         matches = [i for i in ids if i.startswith(run_id)]
@@ -264,12 +265,12 @@ class ExperimentRepository:
 
     def get_experiment_sync(self, run_id: str) -> ExperimentSummary:
         """The run with this id (or unique id prefix) (blocking form)."""
-        summary = self._read("mltrack_get_run", run_id=run_id)
+        summary = self._reads().get_run(run_id)
         if summary is None:
-            summary = self._read("mltrack_get_run", run_id=self.resolve_id(run_id))
+            summary = self._reads().get_run(self.resolve_id(run_id))
         if summary is None:
             raise RunNotFoundError(f"no run {run_id!r} in backend {self.backend!r}")
-        return summary  # type: ignore[no-any-return]
+        return summary
 
     async def get_experiment(self, run_id: str) -> ExperimentSummary:
         """The run with this id (or unique id prefix); raises ``RunNotFoundError``."""
@@ -278,9 +279,7 @@ class ExperimentRepository:
     def get_experiment_metrics_sync(self, run_id: str, names: Sequence[str] | None = None) -> MetricHistory:
         """The run's metric histories (blocking form)."""
         full_id = self.get_experiment_sync(run_id).experiment_id
-        series = self._read(
-            "mltrack_get_metrics", run_id=full_id, names=None if names is None else list(names)
-        )
+        series = self._reads().get_metrics(full_id, None if names is None else list(names))
         if series is None:
             raise RunNotFoundError(f"no run {run_id!r} in backend {self.backend!r}")
         return MetricHistory(full_id, series)
@@ -292,7 +291,7 @@ class ExperimentRepository:
     def list_artifacts_sync(self, run_id: str) -> list[ModelArtifact]:
         """The run's stored files (blocking form)."""
         full_id = self.get_experiment_sync(run_id).experiment_id
-        return list(self._read("mltrack_list_artifacts", run_id=full_id) or [])
+        return list(self._reads().list_artifacts(full_id) or [])
 
     async def list_artifacts(self, run_id: str) -> list[ModelArtifact]:
         """The run's stored files, each with a readable ``file_path``."""

@@ -22,7 +22,7 @@ def ui(host: str, port: int | None) -> None:
 
     backends = get_plugin_host().activate(read_config(), tolerate_secondary=True)
     click.get_current_context().call_on_close(backends.close)
-    handle = backends.read("mltrack_open_ui", host=host, port=port)
+    handle = backends.open_ui(host, port)
     if handle is None:
         raise click.ClickException(f"backend {backends.primary!r} has no web UI")
     click.echo(f"{backends.primary} UI: {handle.url}  (pid {handle.pid}; Ctrl-C to stop)")
