@@ -28,6 +28,7 @@ import tempfile
 import threading
 from array import array
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -57,7 +58,6 @@ from mltrack.models import (
     to_plain,
 )
 from mltrack.servers import free_port, http_ok, port_free
-from mltrack.settings import env
 from mltrack.storage import free_bytes
 from mltrack_mlflow import internals
 from mltrack_mlflow import mapping as m
@@ -106,6 +106,10 @@ class MlflowBackend:
     def _log_tags(self, mlflow_id: str, tags: Mapping[str, str]) -> None:
         self.access.log_tags(mlflow_id, tags)
 
+    def _errors(self, what: str) -> AbstractContextManager[None]:
+        """MLflow's exceptions in the block become mltrack's typed errors naming this store."""
+        return internals.translate(what, self.settings.tracking_uri)
+
     def _writable(self, run_id: str) -> OpenRun:
         """The state of a run to write to; a run this backend did not create is resumed."""
         state = self._open.get(run_id)
@@ -133,7 +137,7 @@ class MlflowBackend:
     @hookimpl
     def mltrack_create_run(self, run: ExperimentRun) -> None:
         """Create the MLflow run (experiment on demand) with name, config, tags and description."""
-        with self._lock, internals.translate(f"creating run {run.id}"):
+        with self._lock, self._errors(f"creating run {run.id}"):
             if run.id in self._open:
                 return
             existing = self.access.find(run.id)
@@ -176,7 +180,7 @@ class MlflowBackend:
     @hookimpl
     def mltrack_log_metrics(self, run_id: str, batch: MetricBatch) -> None:
         """Write the batch with ``log_batch``, 1000 points a call; a step repeated in it keeps its last value."""
-        with self._lock, internals.translate(f"logging metrics of run {run_id}"):
+        with self._lock, self._errors(f"logging metrics of run {run_id}"):
             state = self._writable(run_id)
             points, mapping = metric_points(state, batch)
             if mapping:
@@ -185,26 +189,16 @@ class MlflowBackend:
 
     @property
     def bulk_writes(self) -> bool:
-        """True if points go to SQLite in one statement rather than through ``log_batch``.
-
-        MLflow's ``log_batch`` builds an ORM object per point (about 100 us each); the bulk
-        path writes the same rows to the same tables, with the same latest-value rule, in one
-        transaction. It relies on MLflow's table layout, so it is on only for SQLite stores
-        of MLflow 3 whose tables have the expected columns; ``MLTRACK_MLFLOW_BATCH=0`` turns it off.
-        """
+        """True if points go to SQLite in one statement rather than through ``log_batch``
+        (a SQLite store of a verified MLflow; see :func:`internals.bulk_writes`)."""
         if self._bulk_writes is None:
-            self._bulk_writes = False
-            if self.access.is_sqlite and MLFLOW_VERSION.startswith("3.") and env("MLTRACK_MLFLOW_BATCH"):
-                try:
-                    self._bulk_writes = internals.expected_tables(self.store)
-                except Exception as exc:
-                    log.info("mltrack-mlflow: bulk writes off: %s", exc)
+            self._bulk_writes = self.access.is_sqlite and internals.bulk_writes(self.store)
         return self._bulk_writes
 
     @hookimpl
     def mltrack_log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Merge ``params`` into the config tag; keys new to the run become MLflow params too."""
-        with self._lock, internals.translate(f"logging params of run {run_id}"):
+        with self._lock, self._errors(f"logging params of run {run_id}"):
             state = self._writable(run_id)
             plain = {str(k): to_plain(v) for k, v in params.items()}
             state.config.update(plain)
@@ -215,14 +209,14 @@ class MlflowBackend:
     @hookimpl
     def mltrack_set_tags(self, run_id: str, tags: Sequence[str]) -> None:
         """Add ``mltrack.tag.<name>`` tags."""
-        with self._lock, internals.translate(f"tagging run {run_id}"):
+        with self._lock, self._errors(f"tagging run {run_id}"):
             state = self._writable(run_id)
             self._log_tags(state.mlflow_id, {m.tag_key(t): t for t in tags})
 
     @hookimpl
     def mltrack_log_artifact(self, run_id: str, artifact: ModelArtifact) -> None:
         """Copy the file into the run's MLflow artifact store, metadata into ``mltrack.artifact.*``."""
-        with self._lock, internals.translate(f"storing artifact {artifact.name!r} of run {run_id}"):
+        with self._lock, self._errors(f"storing artifact {artifact.name!r} of run {run_id}"):
             state = self._writable(run_id)
             repo = self.access.artifact_repo(state.artifact_uri)
             folder, _, file_name = artifact.name.rpartition("/")
@@ -245,7 +239,7 @@ class MlflowBackend:
         self, run_id: str, status: ExperimentStatus, end_time: datetime, final_metrics: Mapping[str, float]
     ) -> None:
         """Store final metrics and mltrack's status as tags, then MLflow's status and end time."""
-        with self._lock, internals.translate(f"finishing run {run_id}"):
+        with self._lock, self._errors(f"finishing run {run_id}"):
             state = self._writable(run_id)
             self._finish(state.mlflow_id, ExperimentStatus(status), end_time, final_metrics)
             self._open.pop(run_id, None)
@@ -264,7 +258,7 @@ class MlflowBackend:
     @hookimpl
     def mltrack_delete_run(self, run_id: str) -> None:
         """Delete the run for good: artifacts, then the run (soft-deleted, then purged where the store can)."""
-        with self._lock, internals.translate(f"deleting run {run_id}"):
+        with self._lock, self._errors(f"deleting run {run_id}"):
             self._open.pop(run_id, None)
             run = self.access.find(run_id)
             if run is None:
@@ -275,7 +269,9 @@ class MlflowBackend:
             except Exception as exc:  # nothing stored yet, or a store without delete
                 log.debug("mltrack-mlflow: deleting artifacts of %s: %s", run_id, exc)
             self.store.delete_run(mlflow_id)
-            internals.hard_delete_run(self.store, mlflow_id)
+            internals.hard_delete_run(
+                self.store, mlflow_id, self.settings.tracking_uri, remote=self.settings.is_remote
+            )
             self._ids.pop(run_id, None)
 
     # --- reads --------------------------------------------------------------------------
@@ -355,7 +351,7 @@ class MlflowBackend:
     @hookimpl
     def mltrack_list_runs(self, run_filter: RunFilter) -> list[ExperimentSummary]:
         """Every active run matching the filter, newest first (the store filters what it can)."""
-        with self._lock, internals.translate("listing runs"):
+        with self._lock, self._errors("listing runs"):
             experiments = self.access.experiment_names()
             filter_string = self._status_filter(run_filter)
             # When the store applies every condition, a page need hold no more than the limit.
@@ -380,14 +376,14 @@ class MlflowBackend:
     @hookimpl
     def mltrack_get_run(self, run_id: str) -> ExperimentSummary | None:
         """The run with exactly this id, or None."""
-        with self._lock, internals.translate(f"reading run {run_id}"):
+        with self._lock, self._errors(f"reading run {run_id}"):
             run = self.access.find(run_id)
             return None if run is None else self._summary(run, {})
 
     @hookimpl
     def mltrack_get_metrics(self, run_id: str, names: Sequence[str] | None) -> list[MetricSeries] | None:
         """The run's metric histories, sorted by step, the last write of a step winning."""
-        with self._lock, internals.translate(f"reading metrics of run {run_id}"):
+        with self._lock, self._errors(f"reading metrics of run {run_id}"):
             run = self.access.find(run_id)
             if run is None:
                 return None
@@ -396,7 +392,7 @@ class MlflowBackend:
             keys = [k for k in run.data.metrics if wanted is None or names_of.get(k, (k, {}))[0] in wanted]
             if not keys:
                 return []
-            if self.access.is_sqlite:
+            if self.access.is_sqlite and internals.bulk_reads():
                 columns = internals.read_points(self.store, run.info.run_id, keys)
             else:
                 columns = {k: read_history(self.store, run.info.run_id, k) for k in keys}
@@ -418,7 +414,7 @@ class MlflowBackend:
     @hookimpl
     def mltrack_list_artifacts(self, run_id: str) -> list[ModelArtifact] | None:
         """The run's artifacts, each pointing at a local copy (downloaded from a server)."""
-        with self._lock, internals.translate(f"listing artifacts of run {run_id}"):
+        with self._lock, self._errors(f"listing artifacts of run {run_id}"):
             run = self.access.find(run_id)
             if run is None:
                 return None
@@ -485,6 +481,7 @@ class MlflowBackend:
         details: dict[str, Any] = {
             "tracking_uri": uri,
             "mlflow_version": MLFLOW_VERSION,
+            "mlflow_internals_verified": internals.verified(),
             "artifacts_dir": str(self._artifacts_dir),
             "open_runs": len(self._open),
         }

@@ -1,12 +1,21 @@
-"""Every use of MLflow's internals in mltrack-mlflow: store classes, raw SQL, the private purge.
+"""Every use of MLflow's internals in mltrack-mlflow: one version gate, one error translation.
 
-MLflow's public client goes through its store one ORM object at a time; mltrack reaches
-past it in a few places, all here and nowhere else in the package:
+MLflow's public API goes through its store one ORM object at a time; mltrack reaches past
+it in a few places, all here and nowhere else in the package (``tests/mlflow/
+test_internals.py`` checks that):
 
-* opening the tracking store itself (``SqlAlchemyStore``, ``FileStore``, ``RestStore``);
-* bulk metric writes and reads in SQL on MLflow's ``metrics`` and ``latest_metrics`` tables
-  (SQLite stores);
-* purging a deleted run (``_hard_delete_run``, what ``mlflow gc`` does).
+* opening the tracking store itself (``SqlAlchemyStore``, ``FileStore``, ``RestStore``), as
+  MLflow's own client does (there is no public constructor that returns the store);
+* fast paths, each with a public fallback: bulk metric writes in SQL on MLflow's
+  ``metrics`` and ``latest_metrics`` tables (fallback ``log_batch``), bulk metric reads in
+  one query (fallback ``get_metric_history`` per metric), and purging a deleted run with
+  the store's private ``_hard_delete_run`` (fallback: the ``mlflow gc`` command).
+
+The fast paths run only on the MLflow releases they were verified with (:func:`verified`:
+the installed version, read once from its distribution, within :data:`VERIFIED_FROM` ..
+:data:`VERIFIED_UP_TO`); bulk writes also need ``MLTRACK_MLFLOW_BATCH`` on and tables of the
+expected shape. :func:`translate` turns whatever MLflow or SQLAlchemy raise into
+:mod:`mltrack.errors` types naming the store.
 """
 
 from __future__ import annotations
@@ -15,6 +24,9 @@ import contextlib
 import fcntl
 import logging
 import math
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -24,34 +36,106 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from mltrack.errors import BackendError, RunNotFoundError
+from mltrack.settings import env
 from mltrack_mlflow import mapping as m
 
 __all__ = [
+    "VERIFIED_FROM",
+    "VERIFIED_UP_TO",
+    "bulk_reads",
+    "bulk_writes",
     "expected_tables",
     "hard_delete_run",
     "insert_points",
+    "mlflow_version",
     "open_store",
     "read_points",
     "sqlalchemy_store_class",
     "translate",
+    "verified",
 ]
 
 log = logging.getLogger("mltrack.mlflow")
 
+# --- the version gate ------------------------------------------------------------------------
+
+VERIFIED_FROM = (3, 0)
+VERIFIED_UP_TO = (3, 17)
+"""The (major, minor) range of MLflow releases whose internals the fast paths were verified with."""
+
+_version: str | None = None
+_warned = False
+
+
+def mlflow_version() -> str:
+    """The installed mlflow's version, e.g. ``3.17.2`` (read once from its distribution)."""
+    global _version
+    if _version is None:
+        from importlib.metadata import version
+
+        _version = version("mlflow")
+    return _version
+
+
+def verified() -> bool:
+    """True if the installed MLflow is a release the fast paths here were verified with."""
+    global _warned
+    parts = mlflow_version().split(".")
+    try:
+        release = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        release = (0, 0)
+    ok = VERIFIED_FROM <= release <= VERIFIED_UP_TO
+    if not ok and not _warned:
+        _warned = True
+        log.warning(
+            "mltrack-mlflow: mlflow %s is not a version mltrack-mlflow was verified with (%d.%d to %d.%d); "
+            "metrics are written and read through MLflow's public API (slower)",
+            mlflow_version(),
+            *VERIFIED_FROM,
+            *VERIFIED_UP_TO,
+        )
+    return ok
+
+
+def bulk_writes(store: Any) -> bool:
+    """True if metric points may go to the SQLite store's tables in one statement.
+
+    MLflow's ``log_batch`` builds an ORM object per point (about 100 us each); the bulk path
+    writes the same rows to the same tables, with the same latest-value rule, in one
+    transaction. It relies on MLflow's table layout, so it is on only for a verified MLflow
+    whose tables have the expected columns; ``MLTRACK_MLFLOW_BATCH=0`` turns it off.
+    """
+    if not env("MLTRACK_MLFLOW_BATCH") or not verified():
+        return False
+    try:
+        return expected_tables(store)
+    except Exception as exc:
+        log.info("mltrack-mlflow: bulk writes off: %s", exc)
+        return False
+
+
+def bulk_reads() -> bool:
+    """True if a SQLite store's metric points may be read in one SQL query (a verified MLflow)."""
+    return verified()
+
+
+# --- the error translation ------------------------------------------------------------------
+
 
 @contextlib.contextmanager
-def translate(what: str) -> Iterator[None]:
-    """Turn MLflow's exceptions into mltrack's typed errors, saying what failed."""
+def translate(what: str, store: str) -> Iterator[None]:
+    """Turn MLflow's (and SQLAlchemy's) exceptions into mltrack's typed errors naming the store."""
     try:
         yield
     except (BackendError, RunNotFoundError):
         raise
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise RunNotFoundError(f"mlflow backend: {what}: {exc.message}") from exc
-        raise BackendError(f"mlflow backend: {what}: {exc.message}") from exc
+            raise RunNotFoundError(f"mlflow backend: {what} ({store}): {exc.message}") from exc
+        raise BackendError(f"mlflow backend: {what} ({store}): {exc.message}") from exc
     except Exception as exc:
-        raise BackendError(f"mlflow backend: {what}: {type(exc).__name__}: {exc}") from exc
+        raise BackendError(f"mlflow backend: {what} ({store}): {type(exc).__name__}: {exc}") from exc
 
 
 # --- the tracking store ----------------------------------------------------------------------
@@ -94,11 +178,43 @@ def open_store(uri: str, artifacts_uri: str, *, remote: bool, db_path: Path | No
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def hard_delete_run(store: Any, mlflow_id: str) -> None:
-    """Purge a deleted run for good where the store can (what ``mlflow gc`` does); a server only soft-deletes."""
-    hard_delete = getattr(store, "_hard_delete_run", None)
-    if callable(hard_delete):
-        hard_delete(mlflow_id)
+def hard_delete_run(store: Any, mlflow_id: str, tracking_uri: str, *, remote: bool) -> None:
+    """Purge a deleted run for good where the store can; a server only soft-deletes.
+
+    On a verified MLflow this is the store's ``_hard_delete_run`` (what ``mlflow gc`` calls,
+    a few milliseconds); otherwise ``mlflow gc`` itself runs (a few seconds: it imports mlflow).
+    """
+    if remote:
+        return
+    if verified():
+        hard_delete = getattr(store, "_hard_delete_run", None)
+        if callable(hard_delete):
+            hard_delete(mlflow_id)
+        return
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "gc",
+        "--backend-store-uri",
+        tracking_uri,
+        "--tracking-uri",
+        tracking_uri,
+        "--run-ids",
+        mlflow_id,
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")},
+    )
+    if done.returncode != 0:
+        raise BackendError(
+            f"mlflow backend: `mlflow gc` could not purge run {mlflow_id} from {tracking_uri}: "
+            f"{done.stderr.strip()[-500:]}; the run is deleted (hidden) but its rows remain: run "
+            f"`mlflow gc --backend-store-uri {tracking_uri} --run-ids {mlflow_id}`"
+        )
 
 
 # --- bulk metric writes and reads in SQL (SQLite stores) -------------------------------------

@@ -70,7 +70,7 @@ class StoreAccess:
         """MLflow's tracking store, opened on first use (so health works when it cannot open)."""
         with self._lock:
             if self._store_obj is None:
-                with internals.translate(f"cannot open the tracking store {self.settings.tracking_uri}"):
+                with internals.translate("cannot open the tracking store", self.settings.tracking_uri):
                     self._store_obj = internals.open_store(
                         self.settings.tracking_uri,
                         Path(self.settings.artifacts_dir).as_uri(),
@@ -90,7 +90,7 @@ class StoreAccess:
         if cached is not None:
             return cached
         store = self.store
-        with internals.translate(f"experiment {name!r}"):
+        with internals.translate(f"experiment {name!r}", self.settings.tracking_uri):
             experiment = store.get_experiment_by_name(name)
             if experiment is None:
                 try:
