@@ -126,6 +126,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MLTRACK_TRACE_HOOKS", "bool", False, "off", "print every hook call and its duration on stderr"),
     Setting("MLTRACK_AIM_BATCH", "bool", True, "on", "Aim backend: write metric batches in bulk"),
     Setting("MLTRACK_MLFLOW_BATCH", "bool", True, "on", "MLflow backend: write metric batches in bulk (SQLite)"),
+    Setting("MLTRACK_REDIS_URL", "str", None, "unset (off)",
+            "mltrack-redis: Redis to publish runs to live (redis://, rediss://, with password)"),
+    Setting("MLTRACK_REDIS_STALL_AFTER", "float", 300.0, "`300`",
+            "mltrack-redis: seconds without a metric or state before a run is announced stalled"),
+    Setting("MLTRACK_REDIS_DEAD_AFTER", "float", 5.0, "`5`",
+            "mltrack-redis: seconds without a heartbeat before a running run is announced crashed"),
+    Setting("WANDB_MODE", "str", None, "`offline`",
+            "W&B backend: `online` also uploads each finished run with `wandb sync` (W&B's own variable)"),
+    Setting("MLTRACK_WANDB_TIMEOUT", "float", 30.0, "`30`",
+            "W&B backend: seconds closing waits for uploads before stopping them"),
 )  # fmt: skip
 """Every environment variable mltrack reads, in the order of the README's Configuration table."""
 

@@ -1,0 +1,873 @@
+"""The ``wandb`` backend: mltrack's hooks over W&B offline run folders, written and read without a server.
+
+Layout and mapping (what ``wandb.init(mode="offline")`` would have written):
+
+* run -> ``<root>/wandb/offline-run-<YYYYmmdd_HHMMSS>-<run id>/run-<run id>.wandb``, W&B's
+  transaction log (see :mod:`mltrack_wandb.records`) of ``wandb_internal_pb2.Record``;
+* experiment -> project; run name -> display name; description -> notes; tags -> tags;
+  config -> the run's config (``log_params``: config updates);
+* metrics -> history rows (``_step`` = mltrack's step, ``_timestamp`` = the point's time),
+  points of one step and time logged together in one row; the latest value of each metric
+  -> the summary; a metric logged in a context is the key ``name{key=value,...}``;
+* status -> the exit record's code (COMPLETED 0, FAILED 1, INTERRUPTED 130, CRASHED 137);
+  final metrics -> the summary;
+* artifacts -> W&B artifacts (type = mltrack's artifact type, metadata as given, one manifest
+  entry named like the artifact, pointing at the copy under ``<run folder>/artifacts``);
+* what W&B has no field for (the experiment name as given, the writer process for crash
+  detection, metric contexts, the exact end time) -> ``mltrack-run.json`` beside the log,
+  which W&B ignores.
+
+Reads parse the logs incrementally (each file from where the last read stopped), so a reader
+sees every record a writer has appended. Offline folders W&B itself wrote read as runs too.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import wandb
+from wandb.proto import wandb_internal_pb2
+
+import mltrack
+from mltrack.authoring import SeriesBuilder, WriterRecord, artifact_path, health_status, run_status
+from mltrack.config import BackendConfig
+from mltrack.errors import BackendError, RunNotFoundError
+from mltrack.models import ArtifactType, ExperimentStatus, to_plain
+from mltrack.tracker import final_metric_key
+from mltrack_wandb import records
+from mltrack_wandb.settings import WandbSettings
+
+__all__ = ["RunLog", "WandbBackend", "read_run"]
+
+log = logging.getLogger("mltrack.wandb")
+pb: Any = wandb_internal_pb2  # generated per protobuf version: no type stubs
+
+WANDB_FOLDER = "wandb"
+SIDECAR = "mltrack-run.json"
+ARTIFACTS = "artifacts"
+_RUN_FOLDER = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-([A-Za-z0-9_-]{1,128})$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_PROJECT_UNSAFE = re.compile(r"[/\\#?%:\x00-\x1f\x7f]")
+_ARTIFACT_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+EXIT_CODES = {
+    ExperimentStatus.COMPLETED: 0,
+    ExperimentStatus.FAILED: 1,
+    ExperimentStatus.INTERRUPTED: 130,
+    ExperimentStatus.CRASHED: 137,
+}
+_STATUS_OF_CODE = {code: status for status, code in EXIT_CODES.items()}
+_ID_CHARS = string.ascii_lowercase + string.digits
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def _number_json(value: float) -> str:
+    """A float as W&B writes it in ``value_json`` (``NaN``, ``Infinity`` as JSON text allows)."""
+    return repr(value) if math.isfinite(value) else json.dumps(value)
+
+
+def _number(text: str) -> float | None:
+    """A ``value_json`` as a float, or None for anything not a number (text, media, booleans)."""
+    try:
+        return float(text)  # "1.5", "NaN", "Infinity", "-Infinity"
+    except ValueError:
+        pass
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def project_name(experiment: str) -> str:
+    """The W&B project of an experiment: its name without the characters W&B refuses, at most 128."""
+    return _PROJECT_UNSAFE.sub("-", experiment)[:128] or "uncategorized"
+
+
+def artifact_collection(name: str) -> str:
+    """The W&B artifact name of an mltrack artifact name (``models/best.zip`` -> ``models-best.zip``)."""
+    return _ARTIFACT_UNSAFE.sub("-", name)[:128]
+
+
+# --- reading a run's log ---------------------------------------------------------------------
+
+
+@attrs.define
+class RunLog:
+    """What a run's ``.wandb`` log (and mltrack's sidecar) say, parsed up to ``offset``."""
+
+    folder: Path
+    run_id: str
+    offset: int = 0
+    inode: int = -1
+    last_num: int = 0
+    project: str = ""
+    entity: str = ""
+    name: str = ""
+    notes: str = ""
+    tags: list[str] = attrs.field(factory=list)
+    start: datetime | None = None
+    config: dict[str, Any] = attrs.field(factory=dict)
+    summary: dict[str, Any] = attrs.field(factory=dict)
+    exit_code: int | None = None
+    runtime: int = 0
+    history: dict[str, tuple[list[int], list[float], list[float]]] = attrs.field(factory=dict)
+    artifacts: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    sidecar: dict[str, Any] = attrs.field(factory=dict)
+    sidecar_stamp: tuple[int, int] = (-1, -1)
+
+    @property
+    def path(self) -> Path:
+        return self.folder / f"run-{self.run_id}.wandb"
+
+    def refresh(self) -> RunLog:
+        """Read what was appended since the last call (all of it for a new or replaced file)."""
+        try:
+            with self.path.open("rb") as handle:
+                inode = os.fstat(handle.fileno()).st_ino
+                if inode != self.inode or os.fstat(handle.fileno()).st_size < self.offset:
+                    self._reset(inode)
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            data = b""
+        if data:
+            for raw, end in records.decode(data, self.offset):
+                self._apply(pb.Record.FromString(raw))
+                self.offset = end
+        self._read_sidecar()
+        return self
+
+    def _reset(self, inode: int) -> None:
+        fresh = RunLog(self.folder, self.run_id)
+        for field in attrs.fields(RunLog):
+            setattr(self, field.name, getattr(fresh, field.name))
+        self.inode = inode
+
+    def _read_sidecar(self) -> None:
+        path = self.folder / SIDECAR
+        try:
+            st = path.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+            if stamp != self.sidecar_stamp:
+                self.sidecar = json.loads(path.read_text())
+                self.sidecar_stamp = stamp
+        except (OSError, ValueError):
+            return
+
+    def _apply(self, record: Any) -> None:
+        self.last_num = max(self.last_num, record.num)
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            self._history(record.history)
+        elif kind == "summary":
+            for item in record.summary.update:
+                self.summary[".".join(item.nested_key) if item.nested_key else item.key] = _json(
+                    item.value_json
+                )
+            for item in record.summary.remove:
+                self.summary.pop(".".join(item.nested_key) if item.nested_key else item.key, None)
+        elif kind == "config":
+            self._config(record.config)
+        elif kind == "run":
+            run = record.run
+            self.project, self.entity = run.project or self.project, run.entity or self.entity
+            self.name, self.notes = run.display_name, run.notes
+            self.tags = list(run.tags)
+            if run.HasField("start_time"):
+                self.start = run.start_time.ToDatetime(tzinfo=timezone.utc)
+            self._config(run.config)
+        elif kind == "exit":
+            self.exit_code, self.runtime = record.exit.exit_code, record.exit.runtime
+        elif kind == "artifact":
+            self._artifact(record.artifact)
+
+    def _config(self, config: Any) -> None:
+        for item in config.update:
+            if item.nested_key:
+                target = self.config
+                for part in item.nested_key[:-1]:
+                    target = target.setdefault(part, {})
+                target[item.nested_key[-1]] = _json(item.value_json)
+            else:
+                self.config[item.key] = _json(item.value_json)
+        for item in config.remove:
+            self.config.pop(item.key, None)
+
+    def _history(self, row: Any) -> None:
+        step = row.step.num if row.HasField("step") else None
+        stamp = 0.0
+        points = []
+        for item in row.item:
+            key = ".".join(item.nested_key) if item.nested_key else item.key
+            if key.startswith("_"):
+                if key == "_timestamp":
+                    stamp = _number(item.value_json) or 0.0
+                elif key == "_step" and step is None:
+                    step = int(_number(item.value_json) or 0)
+                continue
+            value = _number(item.value_json)
+            if value is not None:
+                points.append((key, value))
+        for key, value in points:
+            cols = self.history.get(key)
+            if cols is None:
+                cols = self.history[key] = ([], [], [])
+            cols[0].append(step or 0)
+            cols[1].append(value)
+            cols[2].append(stamp)
+
+    def _artifact(self, artifact: Any) -> None:
+        extra_meta = _json(artifact.metadata) if artifact.metadata else {}
+        for entry in artifact.manifest.contents:
+            extra = {e.key: _json(e.value_json) for e in entry.extra}
+            self.artifacts[entry.path] = {
+                "type": extra.get("mltrack_type", artifact.type),
+                "metadata": extra_meta if isinstance(extra_meta, dict) else {},
+                "size": entry.size or None,
+                "sha256": extra.get("sha256"),
+                "local_path": entry.local_path,
+            }
+
+    # --- what mltrack reads -------------------------------------------------------------
+
+    @property
+    def experiment(self) -> str:
+        return str(self.sidecar.get("experiment") or self.project or "uncategorized")
+
+    def metric_name(self, key: str) -> tuple[str, dict[str, Any]]:
+        """The metric name and context behind a history key."""
+        known = self.sidecar.get("metrics", {}).get(key)
+        if isinstance(known, list) and len(known) == 2 and isinstance(known[1], dict):
+            return str(known[0]), known[1]
+        return key, {}
+
+    def stored_status(self) -> ExperimentStatus:
+        if self.exit_code is None:
+            return ExperimentStatus.RUNNING
+        return _STATUS_OF_CODE.get(self.exit_code, ExperimentStatus.FAILED)
+
+    def writer(self) -> WriterRecord | None:
+        return WriterRecord.from_json(self.sidecar.get("writer"))
+
+    def latest(self) -> dict[str, float]:
+        """The summary's numbers: W&B's latest value of each metric, and the final metrics."""
+        out = {}
+        for key, value in self.summary.items():
+            if key.startswith("_") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            out[key] = float(value)
+        return out
+
+    def summary_of(self) -> mltrack.ExperimentSummary:
+        status = run_status(self.stored_status(), self.writer())
+        start = self.start or _utc(self.path.stat().st_mtime if self.path.exists() else 0)
+        end: datetime | None = None
+        if status.is_finished:
+            stored_end = self.sidecar.get("end_time")
+            if isinstance(stored_end, str):
+                end = datetime.fromisoformat(stored_end)
+            elif self.exit_code is not None:
+                end = start + timedelta(seconds=self.runtime)
+            else:  # a dead writer's run: it ended by its last write
+                end = max(start, _utc(self.path.stat().st_mtime))
+        config = {k: v for k, v in self.config.items() if k != "_wandb"}
+        return mltrack.ExperimentSummary(
+            experiment_id=self.run_id,
+            name=self.name or self.run_id,
+            status=status,
+            start_time=start,
+            end_time=end,
+            config=config,
+            final_metrics=self.latest(),
+            tags=tuple(
+                t for t in self.tags if 0 < len(t) <= mltrack.models.MAX_NAME_LENGTH and t.isprintable()
+            ),
+            experiment_name=self.experiment,
+            description=self.notes or None,
+        )
+
+
+def read_run(folder: str | os.PathLike[str]) -> RunLog | None:
+    """Parse one W&B run folder (``.../offline-run-<time>-<id>``); None if it holds no run log."""
+    path = Path(folder)
+    match = _RUN_FOLDER.match(path.name)
+    if match is None or not (path / f"run-{match.group(1)}.wandb").is_file():
+        return None
+    return RunLog(path, match.group(1)).refresh()
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+@attrs.define
+class _OpenRun:
+    """A run this process writes: its log file and what the next records need."""
+
+    log: RunLog
+    handle: IO[bytes]
+    offset: int
+    num: int
+    start: datetime
+    project: str
+    name: str
+    notes: str
+    tags: list[str]
+    config: dict[str, Any]
+    keys: dict[tuple[str, tuple[tuple[str, Any], ...]], str] = attrs.field(factory=dict)
+
+
+@attrs.define
+class _Upload:
+    run_id: str
+    process: subprocess.Popen[bytes]
+    started: float
+
+
+class WandbBackend(mltrack.Backend):
+    """mltrack's hooks over W&B offline run folders under ``<root>/wandb``."""
+
+    def __init__(self, settings: WandbSettings) -> None:
+        self.settings = settings
+        self.root = settings.store.open()
+        self.runs_dir = self.root / WANDB_FOLDER
+        if not settings.store.must_exist:
+            self.runs_dir.mkdir(exist_ok=True)
+        self._lock = threading.RLock()
+        self._open: dict[str, _OpenRun] = {}
+        self._logs: dict[Path, RunLog] = {}
+        self._folders: dict[str, Path] = {}
+        self._uploads: list[_Upload] = []
+        self._upload_failures: list[str] = []
+        self._uploaded = 0
+        self._writer = WriterRecord.current().to_json()
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> WandbBackend:
+        return cls(WandbSettings.from_config(config))
+
+    # --- folders ------------------------------------------------------------------------
+
+    def _folder(self, run_id: str) -> Path | None:
+        """The run folder of exactly ``run_id`` (user input: anything not an id is no run)."""
+        if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+            return None
+        known = self._folders.get(run_id)
+        if known is not None and known.is_dir():
+            return known
+        if not self.runs_dir.is_dir():
+            return None
+        for path in self.runs_dir.glob(f"*run-*-{run_id}"):
+            match = _RUN_FOLDER.match(path.name)
+            if match and match.group(1) == run_id and (path / f"run-{run_id}.wandb").is_file():
+                self._folders[run_id] = path
+                return path
+        return None
+
+    def _log(self, folder: Path) -> RunLog | None:
+        match = _RUN_FOLDER.match(folder.name)
+        if match is None:
+            return None
+        cached = self._logs.get(folder)
+        if cached is None:
+            cached = self._logs[folder] = RunLog(folder, match.group(1))
+        cached.refresh()
+        return cached if cached.start is not None or cached.last_num else None
+
+    def _scan(self) -> Iterator[RunLog]:
+        if not self.runs_dir.is_dir():
+            return
+        for path in self.runs_dir.iterdir():
+            if _RUN_FOLDER.match(path.name) and path.is_dir():
+                found = self._log(path)
+                if found is not None:
+                    self._folders.setdefault(found.run_id, path)
+                    yield found
+
+    # --- writing records ----------------------------------------------------------------
+
+    def _append(self, state: _OpenRun, *recs: Any) -> None:
+        """Append records to the run's log; flushed, so other processes read them at once."""
+        raw = []
+        for rec in recs:
+            state.num += 1
+            rec.num = state.num
+            rec._info.stream_id = state.log.run_id
+            raw.append(rec.SerializeToString())
+        data = records.encode(raw, state.offset)
+        state.handle.write(data)
+        state.handle.flush()
+        state.offset += len(data)
+
+    def _run_record(self, state: _OpenRun, run_id: str) -> Any:
+        rec = pb.Record()
+        run = rec.run
+        run.run_id = run_id
+        run.project = state.project
+        if self.settings.entity:
+            run.entity = self.settings.entity
+        run.display_name = state.name
+        run.notes = state.notes
+        run.tags.extend(state.tags)
+        run.host = self._writer["host"]
+        run.start_time.FromDatetime(state.start.astimezone(timezone.utc).replace(tzinfo=None))
+        for key, value in {"_wandb": {}, **state.config}.items():
+            item = run.config.update.add()
+            item.key = key
+            item.value_json = json.dumps(to_plain(value), ensure_ascii=False)
+        run.telemetry.cli_version = wandb.__version__
+        run.telemetry.python_version = ".".join(map(str, sys.version_info[:3]))
+        return rec
+
+    def _write_sidecar(self, state: _OpenRun, **changes: Any) -> None:
+        path = state.log.folder / SIDECAR
+        current = dict(state.log.sidecar)
+        current.update(changes)
+        state.log.sidecar = current
+        temp = path.with_name(f".{SIDECAR}.{os.getpid()}")
+        temp.write_text(json.dumps(current, ensure_ascii=False))
+        os.replace(temp, path)  # readers see the old file or the new one
+
+    def _writable(self, run_id: str) -> _OpenRun:
+        """The open run ``run_id``, reopened from its folder if this process did not create it."""
+        state = self._open.get(run_id)
+        if state is not None:
+            return state
+        folder = self._folder(run_id)
+        parsed = None if folder is None else self._log(folder)
+        if parsed is None or folder is None:
+            raise RunNotFoundError(f"wandb: no run {run_id!r} under {self.runs_dir}")
+        if parsed.path.stat().st_size > parsed.offset:
+            os.truncate(parsed.path, parsed.offset)  # a torn tail a killed writer left: readers stop there
+        handle = parsed.path.open("ab")
+        state = _OpenRun(
+            log=parsed,
+            handle=handle,
+            offset=handle.tell(),
+            num=parsed.last_num,
+            start=parsed.start or datetime.now(timezone.utc),
+            project=parsed.project,
+            name=parsed.name,
+            notes=parsed.notes,
+            tags=list(parsed.tags),
+            config={k: v for k, v in parsed.config.items() if k != "_wandb"},
+        )
+        for key, (name, context) in parsed.sidecar.get("metrics", {}).items():
+            state.keys[(name, tuple(sorted(context.items())))] = key
+        self._open[run_id] = state
+        return state
+
+    @mltrack.hookimpl
+    def mltrack_create_run(self, run: mltrack.ExperimentRun) -> None:
+        """Create ``<root>/wandb/offline-run-<start>-<id>`` with the header and the run record."""
+        with self._lock, _errors(f"creating run {run.id}"):
+            if run.id in self._open or self._folder(run.id) is not None:
+                self._writable(run.id)  # a retried create: carry on with what is stored
+                return
+            stamp = run.start_time.astimezone().strftime("%Y%m%d_%H%M%S")
+            folder = self.runs_dir / f"offline-run-{stamp}-{run.id}"
+            (folder / "files").mkdir(parents=True, exist_ok=True)
+            parsed = RunLog(folder, run.id)
+            state = _OpenRun(
+                log=parsed,
+                handle=parsed.path.open("ab"),
+                offset=0,
+                num=0,
+                start=run.start_time,
+                project=project_name(run.experiment_name),
+                name=run.run_name,
+                notes=run.description or "",
+                tags=list(run.tags),
+                config=dict(run.config),
+            )
+            self._write_sidecar(
+                state, id=run.id, experiment=run.experiment_name, writer=self._writer, metrics={}
+            )
+            header = pb.Record()
+            header.header.version_info.producer = f"{wandb.__version__}+mltrack"
+            header.header.version_info.min_consumer = "0.70.0"
+            self._append(state, header, self._run_record(state, run.id))
+            self._open[run.id] = state
+            self._folders[run.id] = folder
+
+    @mltrack.hookimpl
+    def mltrack_log_metrics(self, run_id: str, batch: mltrack.MetricBatch) -> None:
+        """One history row per step and time (every metric logged with them), then the summary's latest values."""
+        with self._lock, _errors(f"logging metrics of run {run_id}"):
+            state = self._writable(run_id)
+            keys = [self._key(state, name, context) for name, context in batch.keys]
+            start = state.start.timestamp()
+            out: list[Any] = []
+            latest: dict[str, float] = {}
+            row: Any = None
+            row_step, row_time, row_keys = -1, math.nan, set[str]()
+            last_step, last_time = 0, start
+            for index, step, value, stamp in zip(
+                batch.key_index, batch.steps, batch.values, batch.timestamps
+            ):
+                key = keys[index]
+                if row is None or step != row_step or stamp != row_time or key in row_keys:
+                    row = self._row(step, stamp, start)
+                    out.append(row)
+                    row_step, row_time, row_keys = step, stamp, set()
+                item = row.history.item.add()
+                item.key = key
+                item.value_json = _number_json(value)
+                row_keys.add(key)
+                latest[key] = value
+                last_step, last_time = step, stamp
+            if not out:
+                return
+            summary = pb.Record()
+            for key, value in [
+                ("_step", last_step),
+                ("_timestamp", last_time),
+                ("_runtime", max(0.0, last_time - start)),
+                *latest.items(),
+            ]:
+                item = summary.summary.update.add()
+                item.key = key
+                item.value_json = _number_json(float(value)) if key != "_step" else str(int(value))
+            self._append(state, *out, summary)
+
+    @staticmethod
+    def _row(step: int, stamp: float, start: float) -> Any:
+        rec = pb.Record()
+        rec.history.step.num = step
+        for key, text in (
+            ("_step", str(step)),
+            ("_timestamp", repr(stamp)),
+            ("_runtime", repr(max(0.0, stamp - start))),
+        ):
+            item = rec.history.item.add()
+            item.key = key
+            item.value_json = text
+        return rec
+
+    def _key(self, state: _OpenRun, name: str, context: Any) -> str:
+        """The history key of a metric; a new one with a context is stored in the sidecar first."""
+        pairs = tuple(sorted(dict(context).items()))
+        key = state.keys.get((name, pairs))
+        if key is None:
+            key = final_metric_key(name, pairs)
+            state.keys[(name, pairs)] = key
+            if pairs or key.startswith("_"):
+                metrics = dict(state.log.sidecar.get("metrics", {}))
+                metrics[key] = [name, to_plain(dict(pairs))]
+                self._write_sidecar(state, metrics=metrics)
+        return key
+
+    @mltrack.hookimpl
+    def mltrack_log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """A config update record: keys added or replaced."""
+        with self._lock, _errors(f"logging params of run {run_id}"):
+            state = self._writable(run_id)
+            rec = pb.Record()
+            for key, value in params.items():
+                state.config[str(key)] = to_plain(value)
+                item = rec.config.update.add()
+                item.key = str(key)
+                item.value_json = json.dumps(to_plain(value), ensure_ascii=False)
+            self._append(state, rec)
+
+    @mltrack.hookimpl
+    def mltrack_set_tags(self, run_id: str, tags: Sequence[str]) -> None:
+        """The run record again, with the tags added (how W&B itself records a change of tags)."""
+        with self._lock, _errors(f"tagging run {run_id}"):
+            state = self._writable(run_id)
+            state.tags = [*state.tags, *(t for t in tags if t not in state.tags)]
+            self._append(state, self._run_record(state, run_id))
+
+    @mltrack.hookimpl
+    def mltrack_log_artifact(self, run_id: str, artifact: mltrack.ModelArtifact) -> None:
+        """Copy the file under ``<run folder>/artifacts`` and record it as a W&B artifact."""
+        with self._lock, _errors(f"storing artifact {artifact.name!r} of run {run_id}"):
+            state = self._writable(run_id)
+            target = artifact_path(state.log.folder / ARTIFACTS, artifact.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged = target.with_name(f".{target.name}.{os.getpid()}.part")
+            shutil.copyfile(artifact.file_path, staged)
+            os.replace(staged, target)  # a reader sees the old file or the new one, never half
+            md5 = hashlib.md5()
+            with target.open("rb") as source:
+                for chunk in iter(lambda: source.read(2**20), b""):
+                    md5.update(chunk)
+            digest = base64.b64encode(md5.digest()).decode()
+            rec = pb.Record()
+            art = rec.artifact
+            art.run_id = run_id
+            art.project = state.project
+            if self.settings.entity:
+                art.entity = self.settings.entity
+            art.type = artifact.artifact_type.value
+            art.name = artifact_collection(artifact.name)
+            manifest = hashlib.md5(b"wandb-artifact-manifest-v1\n")
+            manifest.update(f"{artifact.name}:{digest}\n".encode())
+            art.digest = manifest.hexdigest()
+            art.digest_algorithm = "MANIFEST_MD5"
+            if artifact.metadata:
+                art.metadata = json.dumps(to_plain(artifact.metadata), ensure_ascii=False)
+            art.aliases.append("latest")
+            art.finalize = True
+            art.client_id = "".join(secrets.choice(_ID_CHARS) for _ in range(128))
+            art.sequence_client_id = "".join(secrets.choice(_ID_CHARS) for _ in range(128))
+            art.manifest.version = 1
+            art.manifest.storage_policy = "wandb-storage-policy-v1"
+            layout = art.manifest.storage_policy_config.add()
+            layout.key, layout.value_json = "storageLayout", json.dumps("V2")
+            entry = art.manifest.contents.add()
+            entry.path = artifact.name
+            entry.digest = digest
+            entry.size = target.stat().st_size
+            entry.local_path = str(target)
+            for key, value in (("sha256", artifact.sha256), ("mltrack_type", artifact.artifact_type.value)):
+                if value is not None:
+                    extra = entry.extra.add()
+                    extra.key, extra.value_json = key, json.dumps(value)
+            self._append(state, rec)
+
+    @mltrack.hookimpl
+    def mltrack_finish_run(
+        self,
+        run_id: str,
+        status: mltrack.ExperimentStatus,
+        end_time: datetime,
+        final_metrics: Mapping[str, float],
+    ) -> None:
+        """Final metrics into the summary, then the exit record; the log is synced to disk."""
+        with self._lock, _errors(f"finishing run {run_id}"):
+            state = self._writable(run_id)
+            status = ExperimentStatus(status)
+            self._write_sidecar(state, end_time=end_time.astimezone(timezone.utc).isoformat())
+            recs = []
+            if final_metrics:
+                summary = pb.Record()
+                for key, value in final_metrics.items():
+                    item = summary.summary.update.add()
+                    item.key = str(key)
+                    item.value_json = _number_json(float(value))
+                recs.append(summary)
+            exit_rec = pb.Record()
+            exit_rec.exit.exit_code = EXIT_CODES[status]
+            exit_rec.exit.runtime = max(0, int((end_time - state.start).total_seconds()))
+            recs.append(exit_rec)
+            self._append(state, *recs)
+            with contextlib.suppress(OSError):
+                os.fsync(state.handle.fileno())
+            state.handle.close()
+            self._open.pop(run_id, None)
+            if self.settings.online:
+                self._start_upload(run_id, state.log.folder)
+
+    @mltrack.hookimpl
+    def mltrack_delete_run(self, run_id: str) -> None:
+        """Delete the run folder: its log, sidecar and artifact copies."""
+        with self._lock, _errors(f"deleting run {run_id}"):
+            state = self._open.pop(run_id, None)
+            if state is not None:
+                state.handle.close()
+            folder = self._folder(run_id)
+            if folder is None:
+                return
+            shutil.rmtree(folder, ignore_errors=True)
+            self._folders.pop(run_id, None)
+            self._logs.pop(folder, None)
+
+    # --- reads --------------------------------------------------------------------------
+
+    def _read(self, run_id: str) -> RunLog | None:
+        folder = self._folder(run_id)
+        return None if folder is None else self._log(folder)
+
+    @mltrack.hookimpl
+    def mltrack_list_runs(self, run_filter: mltrack.RunFilter) -> list[mltrack.ExperimentSummary]:
+        """Every run folder under ``<root>/wandb`` matching the filter, newest first."""
+        with self._lock, _errors("listing runs"):
+            runs = [s for s in (found.summary_of() for found in self._scan()) if run_filter.matches(s)]
+        runs.sort(key=lambda s: s.start_time, reverse=True)
+        return runs[: run_filter.limit] if run_filter.limit is not None else runs
+
+    @mltrack.hookimpl
+    def mltrack_get_run(self, run_id: str) -> mltrack.ExperimentSummary | None:
+        """The run with exactly this id, or None."""
+        with self._lock, _errors(f"reading run {run_id}"):
+            found = self._read(run_id)
+            return None if found is None else found.summary_of()
+
+    @mltrack.hookimpl
+    def mltrack_get_metrics(
+        self, run_id: str, names: Sequence[str] | None
+    ) -> list[mltrack.MetricSeries] | None:
+        """The history of each metric, sorted by step, a step logged again keeping its last value."""
+        with self._lock, _errors(f"reading metrics of run {run_id}"):
+            found = self._read(run_id)
+            if found is None:
+                return None
+            series = SeriesBuilder(names)
+            for key, (steps, values, stamps) in found.history.items():
+                name, context = found.metric_name(key)
+                series.add(name, context, steps, values, stamps)
+            return series.series()
+
+    @mltrack.hookimpl
+    def mltrack_list_artifacts(self, run_id: str) -> list[mltrack.ModelArtifact] | None:
+        """The run's artifacts (the last logged under each name), each at its stored copy."""
+        with self._lock, _errors(f"listing artifacts of run {run_id}"):
+            found = self._read(run_id)
+            if found is None:
+                return None
+            out = []
+            for name, info in sorted(found.artifacts.items()):
+                path = Path(info["local_path"])
+                if not path.is_file():
+                    path = found.folder / ARTIFACTS / name
+                    if not path.is_file():
+                        continue
+                try:
+                    kind = ArtifactType(info["type"])
+                except ValueError:
+                    kind = ArtifactType.OTHER
+                out.append(
+                    mltrack.ModelArtifact(
+                        name=name,
+                        artifact_type=kind,
+                        file_path=str(path),
+                        metadata=info["metadata"],
+                        size=info["size"],
+                        sha256=info["sha256"],
+                    )
+                )
+            return out
+
+    # --- uploads (WANDB_MODE=online), health, closing -----------------------------------------
+
+    def _start_upload(self, run_id: str, folder: Path) -> None:
+        """``wandb sync <folder>`` in a process group of its own: training never waits for it."""
+        self._reap()
+        logs = folder / "logs"
+        logs.mkdir(exist_ok=True)
+        with (logs / "mltrack-sync.log").open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "wandb", "sync", str(folder)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._uploads.append(_Upload(run_id, process, time.monotonic()))
+
+    def _reap(self) -> None:
+        """Count the uploads that ended: done, or failed (named in health with the fix)."""
+        running = []
+        for upload in self._uploads:
+            code = upload.process.poll()
+            if code is None:
+                running.append(upload)
+            elif code == 0:
+                self._uploaded += 1
+            else:
+                self._upload_failures.append(
+                    f"upload of run {upload.run_id} failed (wandb sync exit code {code})"
+                )
+        self._uploads = running
+
+    def _stop_uploads(self, reason: str) -> None:
+        for upload in self._uploads:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(upload.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                upload.process.wait(timeout=5)
+            self._upload_failures.append(f"upload of run {upload.run_id} {reason}")
+        self._uploads = []
+
+    def wait_for_uploads(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (default: the backend's timeout) for uploads, then stop
+        the rest (counted as failed). True if every upload ended by itself."""
+        limit = self.settings.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        with self._lock:
+            while True:
+                self._reap()
+                if not self._uploads:
+                    return True
+                if time.monotonic() >= deadline:
+                    self._stop_uploads(f"stopped after {limit:g} s (MLTRACK_WANDB_TIMEOUT)")
+                    return False
+                time.sleep(0.05)
+
+    @mltrack.hookimpl
+    def mltrack_health(self) -> mltrack.HealthStatus:
+        """Store folder, runs, and (online) uploads running, done and failed; never raises."""
+        with self._lock:
+            self._reap()
+            issues = list(self.settings.store.problems())
+            issues += [
+                f"W&B {failure}: run `wandb sync <run folder>` again once the server answers "
+                "(check WANDB_BASE_URL and WANDB_API_KEY)"
+                for failure in self._upload_failures
+            ]
+            details: dict[str, Any] = {
+                "root": str(self.root),
+                "runs_folder": str(self.runs_dir),
+                "mode": "online" if self.settings.online else "offline",
+                "open_runs": len(self._open),
+                "wandb_version": wandb.__version__,
+            }
+            if self.settings.online:
+                details.update(
+                    uploads_running=len(self._uploads),
+                    uploads_done=self._uploaded,
+                    upload_failures=len(self._upload_failures),
+                    timeout=self.settings.timeout,
+                )
+        return health_status("wandb", issues, **details)
+
+    def close(self) -> None:
+        """Close open logs (their runs stay RUNNING) and wait, bounded by the timeout, for uploads."""
+        with self._lock:
+            for state in self._open.values():
+                with contextlib.suppress(OSError):
+                    state.handle.close()
+            self._open.clear()
+        if self._uploads:
+            self.wait_for_uploads()
+
+
+@contextlib.contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """File-system and format errors as mltrack's typed errors, saying what failed."""
+    try:
+        yield
+    except (BackendError, RunNotFoundError):
+        raise
+    except Exception as exc:
+        raise BackendError(f"wandb backend: {what}: {type(exc).__name__}: {exc}") from exc

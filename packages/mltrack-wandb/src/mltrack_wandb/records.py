@@ -1,0 +1,108 @@
+"""W&B's transaction log (``run-<id>.wandb``): its framing, written and read without W&B's service.
+
+The file starts with a 7-byte header (``:W&B``, magic ``0xBEE1``, version 0), then holds
+records in LevelDB's log format: 32 KiB blocks, each record cut into chunks of
+``crc32 (IEEE, of type byte + data) | length (2 bytes) | type (FULL, FIRST, MIDDLE, LAST)``
+that never cross a block end (a tail shorter than a chunk header is zero padding). Each
+record is a serialized ``wandb_internal_pb2.Record``. This module knows the framing only; it
+imports nothing of wandb.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+
+__all__ = ["BLOCK_SIZE", "FILE_HEADER", "decode", "encode"]
+
+FILE_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
+BLOCK_SIZE = 32768
+CHUNK_HEADER = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+_TYPE_CRC = {kind: zlib.crc32(bytes([kind])) for kind in (FULL, FIRST, MIDDLE, LAST)}
+_CHUNK = struct.Struct("<IHB")
+
+
+def _chunk(kind: int, data: bytes) -> bytes:
+    return _CHUNK.pack(zlib.crc32(data, _TYPE_CRC[kind]) & 0xFFFFFFFF, len(data), kind) + data
+
+
+def encode(records: Iterable[bytes], offset: int) -> bytes:
+    """The bytes that append ``records`` to a log whose file is ``offset`` bytes long.
+
+    ``offset`` 0 writes the file header first. Block padding and chunking follow LevelDB's
+    log writer, so W&B's own reader (``wandb sync``, ``wandb leet``) reads the result.
+    """
+    out = bytearray()
+    if offset == 0:
+        out += FILE_HEADER
+        offset = len(FILE_HEADER)
+    for data in records:
+        first = True
+        while True:
+            left = BLOCK_SIZE - offset % BLOCK_SIZE
+            if left < CHUNK_HEADER:
+                out += b"\0" * left
+                offset += left
+                continue
+            room = left - CHUNK_HEADER
+            piece, data = data[:room], data[room:]
+            last = not data
+            kind = (FULL if last else FIRST) if first else (LAST if last else MIDDLE)
+            out += _chunk(kind, piece)
+            offset += CHUNK_HEADER + len(piece)
+            first = False
+            if last:
+                break
+    return bytes(out)
+
+
+def decode(data: bytes, base: int = 0) -> Iterator[tuple[bytes, int]]:
+    """Each whole record in ``data``, the bytes of a log file from offset ``base`` on, with the
+    file offset after it.
+
+    Stops at the first chunk that is incomplete or fails its checksum: the tail a writer is
+    still appending, or what a killed writer left half written. ``base`` 0 checks the file
+    header; a later ``base`` must be an offset this function returned.
+    """
+    offset = base
+    if base == 0:
+        if not data.startswith(FILE_HEADER):
+            return
+        offset = len(FILE_HEADER)
+    pending = bytearray()
+    end_of_data = base + len(data)
+    while True:
+        left = BLOCK_SIZE - offset % BLOCK_SIZE
+        if left < CHUNK_HEADER:
+            if offset + left > end_of_data:
+                return
+            offset += left
+            continue
+        if offset + CHUNK_HEADER > end_of_data:
+            return
+        crc, length, kind = _CHUNK.unpack_from(data, offset - base)
+        if kind == 0 and length == 0 and crc == 0:  # zeros: padding up to the block's end
+            if offset + left > end_of_data:
+                return
+            offset += left
+            continue
+        end = offset + CHUNK_HEADER + length
+        if end > end_of_data or length > left - CHUNK_HEADER or kind not in _TYPE_CRC:
+            return
+        piece = data[offset + CHUNK_HEADER - base : end - base]
+        if zlib.crc32(piece, _TYPE_CRC[kind]) & 0xFFFFFFFF != crc:
+            return
+        offset = end
+        if kind == FULL:
+            pending.clear()
+            yield piece, offset
+        elif kind == FIRST:
+            pending[:] = piece
+        elif kind == MIDDLE:
+            pending += piece
+        else:
+            pending += piece
+            yield bytes(pending), offset
+            pending.clear()
