@@ -16,7 +16,12 @@ from mltrack.errors import PluginContractError
 from mltrack.memory import MemoryBackend
 from mltrack.plugins import PluginHost, PluginLoadWarning
 
-NOT_BACKEND_HOOKS = {"mltrack_register_backends", "mltrack_register_commands", "mltrack_open_ui"}
+NOT_BACKEND_HOOKS = {
+    "mltrack_register_backends",
+    "mltrack_register_commands",
+    "mltrack_open_ui",
+    "mltrack_set_state",
+}
 
 
 def _specs() -> dict[str, Any]:

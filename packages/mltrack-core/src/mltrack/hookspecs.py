@@ -137,6 +137,17 @@ def mltrack_finish_run(
 
 
 @hookspec
+def mltrack_set_state(run_id: str, values: Mapping[str, Any]) -> None:
+    """Merge ``values`` into the run's live session state (phase, progress, ETA, ...). Since 0.1.
+
+    From ``run.set_state(**values)`` and ``run.progress(done, total)`` (which sets
+    ``progress_done``, ``progress_total`` and ``eta_seconds``): plain JSON values, in order
+    with the run's other writes. State is temporary, for observers that publish it live
+    (mltrack-redis); a backend may ignore it, and none is required to implement it.
+    """
+
+
+@hookspec
 def mltrack_delete_run(run_id: str) -> None:
     """Delete the run and everything stored for it, artifacts included. Since 0.1."""
 
@@ -230,5 +241,6 @@ __all__ = [
     "mltrack_open_ui",
     "mltrack_register_backends",
     "mltrack_register_commands",
+    "mltrack_set_state",
     "mltrack_set_tags",
 ]

@@ -75,6 +75,7 @@ WRITE_HOOKS = frozenset(
         "mltrack_log_params",
         "mltrack_log_artifact",
         "mltrack_set_tags",
+        "mltrack_set_state",
         "mltrack_finish_run",
         "mltrack_delete_run",
     }

@@ -17,7 +17,7 @@ from typing import Any
 
 from mltrack.authoring import check_artifact_name
 from mltrack.config import TrackingConfig
-from mltrack.errors import ArtifactError, BackendError, RunStateError
+from mltrack.errors import ArtifactError, BackendError, RunStateError, ValidationError
 from mltrack.models import (
     MAX_STEP,
     ArtifactType,
@@ -42,6 +42,8 @@ __all__ = ["ActiveRun", "MLTracker", "TrackingSession", "final_metric_key", "new
 
 RunRef = ExperimentRun | str
 _now = time.time
+PROGRESS_EVERY = 0.25
+"""Seconds between two progress updates of one run handed on; calls in between are coalesced."""
 log = logging.getLogger(__name__)
 
 
@@ -52,6 +54,29 @@ def new_run_id() -> str:
 
 def _run_id(run: RunRef) -> str:
     return run.id if isinstance(run, ExperimentRun) else run
+
+
+class _Progress:
+    """One run's progress reports: where the ETA's rate starts, and the update not handed on yet."""
+
+    __slots__ = ("first_done", "pending", "sent_at", "started")
+
+    def __init__(self, started: float, first_done: float) -> None:
+        self.started = started
+        self.first_done = first_done
+        self.sent_at: float | None = None
+        self.pending: dict[str, Any] | None = None
+
+
+def _progress_number(what: str, value: object) -> float:
+    """``value`` as a finite number >= 0, or :class:`ValidationError` naming ``what``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValidationError(f"progress {what} must be a number, got {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValidationError(f"progress {what} must be a finite number >= 0, got {value!r}")
+    return number
 
 
 class TrackingSession:
@@ -70,6 +95,7 @@ class TrackingSession:
         self._open: dict[str, ExperimentRun] = {}
         self._names: set[str] = set()
         self._lock = threading.Lock()
+        self._progress: dict[str, _Progress] = {}
 
     @property
     def stats(self) -> WriterStats:
@@ -233,6 +259,56 @@ class TrackingSession:
         self.writer.submit("mltrack_log_artifact", wait=True, run_id=run_id, artifact=artifact)
         return artifact
 
+    def set_state(self, run: RunRef, values: Mapping[str, Any]) -> None:
+        """Merge ``values`` into the run's live session state (phase, anything shown live).
+
+        Handed to observers (``mltrack_set_state``; mltrack-redis publishes it) in order with
+        the run's other writes; no store keeps it. Meant for a few calls a second (each one
+        ends the current metric batch); for a counter updated every step use :meth:`progress`.
+        """
+        run_id = self._check_open(run)
+        plain = _to_config(values)
+        with self._lock:
+            tracker = self._progress.get(run_id)
+            if tracker is not None and tracker.pending is not None:  # coalesced progress goes first
+                plain = {**tracker.pending, **plain}
+                tracker.pending = None
+                tracker.sent_at = time.monotonic()
+        if plain:
+            self.writer.submit("mltrack_set_state", run_id=run_id, values=plain)
+
+    def progress(self, run: RunRef, done: float, total: float) -> None:
+        """Report ``done`` units of work out of ``total`` (timesteps, epochs, batches): state with an ETA.
+
+        Sets ``progress_done``, ``progress_total`` and ``eta_seconds`` (from the rate since the
+        run's first progress call; None until one is known). Cheap enough for every step:
+        updates closer than ``PROGRESS_EVERY`` seconds are coalesced into the next one handed
+        on; the last one always goes out, with the next ``set_state`` or when the run finishes.
+        """
+        run_id = self._check_open(run)
+        done_f, total_f = _progress_number("done", done), _progress_number("total", total)
+        if total_f <= 0:
+            raise ValidationError(
+                f"progress total must be > 0, got {total!r}: pass the amount of work planned"
+            )
+        now = time.monotonic()
+        eta: float | None = None
+        with self._lock:
+            tracker = self._progress.get(run_id)
+            if tracker is None:
+                tracker = self._progress[run_id] = _Progress(now, done_f)
+            if done_f >= total_f:
+                eta = 0.0
+            elif done_f > tracker.first_done and now > tracker.started:
+                eta = round((total_f - done_f) * (now - tracker.started) / (done_f - tracker.first_done), 3)
+            values = _to_config({"progress_done": done, "progress_total": total, "eta_seconds": eta})
+            if tracker.sent_at is not None and now - tracker.sent_at < PROGRESS_EVERY and done_f < total_f:
+                tracker.pending = values
+                return
+            tracker.pending = None
+            tracker.sent_at = now
+        self.writer.submit("mltrack_set_state", run_id=run_id, values=values)
+
     def final_values(self, run_id: str) -> dict[str, float]:
         """The last value of each metric of the run, keyed as ``final_metrics`` stores them."""
         return {final_metric_key(name, ctx): v for (name, ctx), v in self.writer.last_values(run_id).items()}
@@ -251,6 +327,10 @@ class TrackingSession:
         finals = self.final_values(run_id)
         for name, value in (final_metrics or {}).items():
             finals[validate_name(name, "final metric name")] = to_metric_value(name, value)
+        with self._lock:
+            tracker = self._progress.pop(run_id, None)
+        if tracker is not None and tracker.pending is not None:  # the last progress is never lost
+            self.writer.submit("mltrack_set_state", run_id=run_id, values=tracker.pending)
         with self._lock:
             self._open.pop(run_id, None)
         self.writer.forget_run(run_id)
@@ -317,6 +397,14 @@ class ActiveRun:
     def set_tags(self, tags: Iterable[str]) -> None:
         """Add tags to the run."""
         self._session.set_tags(self.run, tags)
+
+    def set_state(self, **values: Any) -> None:
+        """Set live session state: ``run.set_state(phase="eval")`` (see :meth:`TrackingSession.set_state`)."""
+        self._session.set_state(self.run, values)
+
+    def progress(self, done: float, total: float) -> None:
+        """Report ``done`` of ``total`` units of work; an ETA is derived (see :meth:`TrackingSession.progress`)."""
+        self._session.progress(self.run, done, total)
 
     def log_artifact(
         self,
@@ -404,6 +492,14 @@ class MLTracker:
     async def set_tags(self, run: RunRef, tags: Iterable[str]) -> None:
         """Add tags to the run."""
         self.session.set_tags(run, tags)
+
+    async def set_state(self, run: RunRef, **values: Any) -> None:
+        """Set live session state of the run (phase, anything shown live); no store keeps it."""
+        self.session.set_state(run, values)
+
+    async def progress(self, run: RunRef, done: float, total: float) -> None:
+        """Report ``done`` of ``total`` units of work; an ETA is derived."""
+        self.session.progress(run, done, total)
 
     async def log_artifact(
         self,
