@@ -36,7 +36,7 @@ def test_mltrack_ui_serves_the_log_folder_with_tensorboard(tb_config: TrackingCo
     )
     ui_pid = None
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline()
         assert line.startswith(f"tensorboard UI: http://127.0.0.1:{port}"), line + (
             proc.stderr.read() if proc.poll() is not None else ""
