@@ -209,6 +209,12 @@ class TrackingCallback(BaseCallback):
             self._save_checkpoint()
         return True
 
+    def _on_rollout_start(self) -> None:
+        self._report_live("rollout")
+
+    def _on_rollout_end(self) -> None:
+        self._report_live("train")  # SB3 trains on the rollout next
+
     def _on_training_end(self) -> None:
         self.num_timesteps = self.model.num_timesteps
         try:
@@ -267,6 +273,18 @@ class TrackingCallback(BaseCallback):
 
     # --- work during training ----------------------------------------------------------
 
+    def _report_live(self, phase: str) -> None:
+        """Tell live monitors (mltrack-redis) the phase and the timesteps done of ``total_timesteps``."""
+        if self.run is None:
+            return
+        try:
+            total = getattr(self.model, "_total_timesteps", 0)
+            if total:
+                self.run.progress(int(self.num_timesteps), int(total))
+            self.run.set_state(phase=phase)
+        except Exception as exc:
+            self._reporter.report("reporting progress", exc)
+
     def _log_artifact(
         self, path: Path, artifact_type: ArtifactType, name: str, metadata: Mapping[str, Any]
     ) -> None:
@@ -289,6 +307,7 @@ class TrackingCallback(BaseCallback):
         env = self._eval_env
         if env is None:
             return
+        self._report_live("eval")
         train_norm = _first_vec_normalize(self.training_env)
         eval_norm = _first_vec_normalize(env)
         if train_norm is not None and eval_norm is not None:
@@ -332,9 +351,12 @@ class TrackingCallback(BaseCallback):
                 print(f"New best mean reward, model saved to {path}")
             metadata = self._artifact_metadata(score=mean_reward, metric="eval/mean_reward", best=True)
             self._log_artifact(path, ArtifactType.MODEL, "best_model.zip", metadata)
+        if not self._ended and self.model.num_timesteps < getattr(self.model, "_total_timesteps", 0):
+            self._report_live("rollout")  # evaluations run between steps of a rollout
 
     def _save_checkpoint(self) -> None:
         assert self.checkpoint_dir is not None
+        self._report_live("checkpoint")
         steps = int(self.num_timesteps)
         path = self._save_model(self.checkpoint_dir / f"model_{steps}_steps.zip")
         self.checkpoint_paths.append(str(path))
@@ -342,6 +364,7 @@ class TrackingCallback(BaseCallback):
             print(f"Saving model checkpoint to {path}")
         self._log_artifact(path, ArtifactType.CHECKPOINT, path.name, self._artifact_metadata())
         self._save_normalization(f"vecnormalize_{steps}_steps.pkl")
+        self._report_live("rollout")  # checkpoints are saved between steps of a rollout
 
     def _save_final_model(self) -> None:
         assert self.model_dir is not None
