@@ -67,6 +67,7 @@ SIDECAR = "mltrack-run.json"
 ARTIFACTS = "artifacts"
 _RUN_FOLDER = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-([A-Za-z0-9_-]{1,128})$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_MLTRACK_ID = re.compile(r"^[0-9a-f]{24}$")
 _PROJECT_UNSAFE = re.compile(r"[/\\#?%:\x00-\x1f\x7f]")
 _ARTIFACT_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 EXIT_CODES = {
@@ -106,6 +107,15 @@ def _json(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def mltrack_id(wandb_id: str) -> str:
+    """mltrack's id of a W&B run: its own id for a run mltrack wrote (24 hex characters, as every
+    mltrack id), else one derived from W&B's (``pqv4z8qo``), stable, in mltrack's form, so the run
+    can be copied to any store."""
+    if _MLTRACK_ID.match(wandb_id):
+        return wandb_id
+    return hashlib.sha256(f"wandb:{wandb_id}".encode()).hexdigest()[:24]
 
 
 def project_name(experiment: str) -> str:
@@ -302,7 +312,7 @@ class RunLog:
                 end = max(start, _utc(self.path.stat().st_mtime))
         config = {k: v for k, v in self.config.items() if k != "_wandb"}
         return mltrack.ExperimentSummary(
-            experiment_id=self.run_id,
+            experiment_id=mltrack_id(self.run_id),
             name=self.name or self.run_id,
             status=status,
             start_time=start,
@@ -378,7 +388,7 @@ class WandbBackend(mltrack.Backend):
     # --- folders ------------------------------------------------------------------------
 
     def _folder(self, run_id: str) -> Path | None:
-        """The run folder of exactly ``run_id`` (user input: anything not an id is no run)."""
+        """The run folder of exactly mltrack id ``run_id`` (user input: anything not an id is no run)."""
         if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
             return None
         known = self._folders.get(run_id)
@@ -386,10 +396,13 @@ class WandbBackend(mltrack.Backend):
             return known
         if not self.runs_dir.is_dir():
             return None
-        for path in self.runs_dir.glob(f"*run-*-{run_id}"):
+        pattern = f"*run-*-{run_id}" if _MLTRACK_ID.match(run_id) else "*run-*-*"
+        for path in self.runs_dir.glob(pattern):
             match = _RUN_FOLDER.match(path.name)
-            if match and match.group(1) == run_id and (path / f"run-{run_id}.wandb").is_file():
-                self._folders[run_id] = path
+            if match is None or not (path / f"run-{match.group(1)}.wandb").is_file():
+                continue
+            self._folders[mltrack_id(match.group(1))] = path
+            if mltrack_id(match.group(1)) == run_id:
                 return path
         return None
 
@@ -410,7 +423,7 @@ class WandbBackend(mltrack.Backend):
             if _RUN_FOLDER.match(path.name) and path.is_dir():
                 found = self._log(path)
                 if found is not None:
-                    self._folders.setdefault(found.run_id, path)
+                    self._folders.setdefault(mltrack_id(found.run_id), path)
                     yield found
 
     # --- writing records ----------------------------------------------------------------
@@ -428,10 +441,10 @@ class WandbBackend(mltrack.Backend):
         state.handle.flush()
         state.offset += len(data)
 
-    def _run_record(self, state: _OpenRun, run_id: str) -> Any:
+    def _run_record(self, state: _OpenRun) -> Any:
         rec = pb.Record()
         run = rec.run
-        run.run_id = run_id
+        run.run_id = state.log.run_id
         run.project = state.project
         if self.settings.entity:
             run.entity = self.settings.entity
@@ -515,7 +528,7 @@ class WandbBackend(mltrack.Backend):
             header = pb.Record()
             header.header.version_info.producer = f"{wandb.__version__}+mltrack"
             header.header.version_info.min_consumer = "0.70.0"
-            self._append(state, header, self._run_record(state, run.id))
+            self._append(state, header, self._run_record(state))
             self._open[run.id] = state
             self._folders[run.id] = folder
 
@@ -605,7 +618,7 @@ class WandbBackend(mltrack.Backend):
         with self._lock, _errors(f"tagging run {run_id}"):
             state = self._writable(run_id)
             state.tags = [*state.tags, *(t for t in tags if t not in state.tags)]
-            self._append(state, self._run_record(state, run_id))
+            self._append(state, self._run_record(state))
 
     @mltrack.hookimpl
     def mltrack_log_artifact(self, run_id: str, artifact: mltrack.ModelArtifact) -> None:
@@ -624,7 +637,7 @@ class WandbBackend(mltrack.Backend):
             digest = base64.b64encode(md5.digest()).decode()
             rec = pb.Record()
             art = rec.artifact
-            art.run_id = run_id
+            art.run_id = state.log.run_id
             art.project = state.project
             if self.settings.entity:
                 art.entity = self.settings.entity
