@@ -312,8 +312,23 @@ def read_scalars(files: Sequence[Path]) -> dict[str, tuple[array[int], array[flo
     a repeated step (TensorBoard itself would drop the later points of a run that went back).
     """
     raw: dict[str, tuple[list[int], list[float], list[float]]] = {}
+    fast = rec.FastScalars()
     for path in files:
-        for event in rec.decode_events(path):
+        for data in rec.read_records(path):
+            point = fast.decode(data)
+            if point is not None:  # mltrack's own layout, decoded without protobuf
+                tag, step, number, wall = point
+                cols = raw.get(tag)
+                if cols is None:
+                    cols = raw[tag] = ([], [], [])
+                cols[0].append(step)
+                cols[1].append(number)
+                cols[2].append(wall)
+                continue
+            try:
+                event = rec.Event.FromString(data)
+            except Exception:  # a record that is not an Event: skipped, as TensorBoard does
+                continue
             if not event.HasField("summary"):
                 continue
             step, wall = event.step, event.wall_time
@@ -321,14 +336,14 @@ def read_scalars(files: Sequence[Path]) -> dict[str, tuple[array[int], array[flo
                 plugin = value.metadata.plugin_data.plugin_name
                 if plugin and plugin != rec.SCALARS_PLUGIN:
                     continue
-                number = rec.scalar_of(value)
-                if number is None:
+                scalar = rec.scalar_of(value)
+                if scalar is None:
                     continue
                 cols = raw.get(value.tag)
                 if cols is None:
                     cols = raw[value.tag] = ([], [], [])
                 cols[0].append(step)
-                cols[1].append(number)
+                cols[1].append(scalar)
                 cols[2].append(wall)
     out: dict[str, tuple[array[int], array[float], array[float]]] = {}
     for tag, (steps, values, walls) in raw.items():
@@ -480,8 +495,11 @@ class TensorboardBackend:
                     handle.close()
         state.events = state.meta = None
 
-    def _folder(self, run_id: str) -> Path | None:
-        """The folder of run ``run_id`` (a mltrack run, or one TensorBoard wrote), or None."""
+    def _folder(self, run_id: str, foreign: bool = True) -> Path | None:
+        """The folder of run ``run_id`` (a mltrack run, or with ``foreign`` one TensorBoard wrote), or None.
+
+        A mltrack run is found by its folder name; a run TensorBoard wrote needs a walk of the
+        whole log folder, which ``create_run`` (a new mltrack id) skips."""
         if not _HEX_ID.match(run_id):
             return None
         cached = self._folders.get(run_id)
@@ -493,9 +511,10 @@ class TensorboardBackend:
                 if found.is_dir() and _event_files(found)[0]:
                     self._folders[run_id] = found
                     return found
-        for meta in self._scan():
-            if meta.run_id == run_id:
-                return meta.folder
+        if foreign:
+            for meta in self._scan():
+                if meta.run_id == run_id:
+                    return meta.folder
         return None
 
     def _meta(self, folder: Path) -> _Meta | None:
@@ -559,7 +578,9 @@ class TensorboardBackend:
         with self._lock, _errors(f"creating run {run.id}"):
             if run.id in self._open:
                 return
-            if self._folder(run.id) is not None:  # a retried create: carry on with what is stored
+            if (
+                self._folder(run.id, foreign=False) is not None
+            ):  # a retried create: carry on with what is stored
                 self._writable(run.id)
                 return
             folder = self.root / _safe(run.experiment_name) / f"{_safe(run.run_name)}-{run.id}"

@@ -25,6 +25,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 
 __all__ = [
     "Event",
+    "FastScalars",
     "TagEncoder",
     "decode_events",
     "encode_event",
@@ -136,6 +137,61 @@ class TagEncoder:
 _SMALL = [bytes([n]) for n in range(128)]
 
 
+class FastScalars:
+    """Decodes the scalar events :class:`TagEncoder` writes without building protobuf objects.
+
+    The bytes between an event's step and its float32 (the "middle": tag and metadata) identify
+    the tag. The first event of each middle is decoded with protobuf and re-encoded: only when
+    the encoder gives back exactly the same bytes is that middle trusted for every later event
+    (step, time and value then sit at fixed places); any other record is left to protobuf.
+    """
+
+    __slots__ = ("_known", "_refused")
+
+    def __init__(self) -> None:
+        self._known: dict[bytes, str] = {}
+        self._refused: set[bytes] = set()
+
+    def decode(self, data: bytes) -> tuple[str, int, float, float] | None:
+        """``(tag, step, value, wall time)`` of an event in mltrack's layout, else None."""
+        n = len(data)
+        if n < 34 or data[0] != 0x09 or data[9] != 0x10 or data[n - 10 : n - 8] != _DOUBLE_HEAD:
+            return None
+        pos, step, shift = 10, 0, 0
+        while True:
+            byte = data[pos]
+            step |= (byte & 0x7F) << shift
+            pos += 1
+            if byte < 0x80:
+                break
+            shift += 7
+            if pos >= n - 14:
+                return None
+        middle = data[pos : n - 14]
+        tag = self._known.get(middle)
+        if tag is None:
+            tag = self._learn(middle, data)
+            if tag is None:
+                return None
+        return tag, step, _F64.unpack_from(data, n - 8)[0], _F64.unpack_from(data, 1)[0]
+
+    def _learn(self, middle: bytes, data: bytes) -> str | None:
+        if middle in self._refused:
+            return None
+        try:
+            event = Event.FromString(data)
+            (value,) = event.summary.value
+            tag = str(value.tag)
+            again = TagEncoder(tag).record(event.step, value.tensor.double_val[0], event.wall_time)
+        except Exception:  # not an event of this layout
+            self._refused.add(middle)
+            return None
+        if again[12:-4] != data:  # e.g. a NaN with another payload: this one goes to protobuf
+            return None
+        self._known[middle] = tag
+        return tag
+
+
 def encode_event(event: Any) -> bytes:
     """The framed record of a protobuf ``Event``."""
     return frame(event.SerializeToString())
@@ -187,18 +243,24 @@ def read_records(path: Path) -> Iterator[bytes]:
     except FileNotFoundError:
         return
     pos, end = 0, len(blob)
-    unpack_u64, unpack_u32 = _U64.unpack_from, _U32.unpack_from
+    unpack_u64, unpack_u32, crc, delta = _U64.unpack_from, _U32.unpack_from, crc32c, _MASK_DELTA
+    checked_length = False
     while pos + 12 <= end:
         (length,) = unpack_u64(blob, pos)
         start = pos + 12
         stop = start + length
         if stop + 4 > end:
             return
-        if unpack_u32(blob, pos + 8)[0] != _masked(blob[pos : pos + 8]):
-            return  # a broken length: nothing after it can be framed
+        if not checked_length or length > 1 << 24:
+            # The first length (and any implausibly large one) is checked against its checksum;
+            # after that the data checksums catch a broken frame.
+            if unpack_u32(blob, pos + 8)[0] != _masked(blob[pos : pos + 8]):
+                return  # a broken length: nothing after it can be framed
+            checked_length = True
         data = blob[start:stop]
         pos = stop + 4
-        if unpack_u32(blob, stop)[0] == _masked(data):
+        c = crc(data)
+        if unpack_u32(blob, stop)[0] == (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
             yield data
 
 
