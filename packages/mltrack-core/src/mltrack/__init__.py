@@ -8,6 +8,7 @@ installed plugins and ``ML_TRACKING_BACKEND``, never by code. Names are loaded l
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -72,6 +73,9 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
+        # A submodule named as an attribute (``mltrack.factory.health_sync()``) loads on first use.
+        if not name.startswith("_") and find_spec(f"mltrack.{name}") is not None:
+            return import_module(f"mltrack.{name}")
         raise AttributeError(f"module 'mltrack' has no attribute {name!r}")
     value = getattr(import_module(module), name)
     globals()[name] = value
