@@ -136,3 +136,32 @@ def test_sigterm_stores_everything_and_finishes_the_run_interrupted(
     steps = [s for r in records if r["hook"] == "log_metrics" for s in r["steps"]]
     assert steps == list(range(len(steps)))
     assert len(steps) > 1000
+
+
+def test_a_store_that_kills_every_writer_is_given_up_counted_and_never_hangs_the_trainer(
+    plugin_path: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.jsonl"
+    proc = run_py(
+        plugin_path,
+        """
+        import json, mltrack, mltrack.factory
+        with mltrack.start_run("poisoned") as run:
+            for step in range(100):
+                run.log_metric("m", float(step), step=step)
+            mltrack.factory.tracking_session().flush()
+            run.log_metric("m", -13.0013, step=100)  # the store's process dies on this point
+        writer = mltrack.factory.health_sync().details["writer"]
+        print(json.dumps(writer))
+        """,
+        ML_TRACKING_BACKEND="filelog",
+        ML_STORAGE_PATH=str(log),
+        MLTRACK_WRITER="process",
+    )
+    assert proc.returncode == 0, proc.stderr
+    writer = json.loads(proc.stdout.splitlines()[-1])
+    assert writer["writer_restarts"] == 6  # sent again to 6 writers; each died before storing it
+    assert writer["points_undelivered"] >= 1 and writer["write_errors"] >= 1
+    assert "times in a row before storing anything" in proc.stderr
+    steps = [s for r in _records(log) if r["hook"] == "log_metrics" for s in r["steps"]]
+    assert steps == list(range(100))  # what was stored before stays stored

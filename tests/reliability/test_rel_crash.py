@@ -126,7 +126,7 @@ def _trainer_on_new_repo(root: Path) -> str:
         from mltrack_aim import configure_aim_backend
         configure_aim_backend(repo_path={str(root)!r})
         run = mltrack.start_run("first-run")
-        print("writer", mltrack.factory.tracking_session().writer._sink.pid, flush=True)
+        print("writer", mltrack.factory.tracking_session().writer._sink._stores.pid, flush=True)
         step = 0
         while True:
             run.log_metric("loss", 1.0, step=step)

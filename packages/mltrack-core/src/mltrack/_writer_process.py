@@ -6,8 +6,11 @@ trainer was killed) it stores everything it received, marks the trainer's open r
 CRASHED and exits. The store's import cost and its Python work never touch the trainer.
 
 Protocol: length-prefixed pickles. Trainer -> writer: ``("config", TrackingConfig)``, then
-``("op", Op)``, ``("barrier", n)`` and finally ``("close",)``. Writer -> trainer:
-``("ack", n, stats, error)`` after every operation before barrier ``n`` is stored.
+``("op", seq, Op)``, ``("barrier", n)``, ``("adopt", run_ids)`` (runs an earlier writer
+created) and finally ``("close",)``. Writer -> trainer: ``("stored", seq, stats)`` once
+operation ``seq`` is stored (the trainer keeps each operation until then, to send it again to
+a new writer if this one dies), ``("ack", n, stats, error)`` once every operation before
+barrier ``n`` is stored.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Any
 
@@ -66,19 +70,41 @@ def _stats_dict(stats: WriterStats) -> dict[str, Any]:
 # --- the training process's side --------------------------------------------------------
 
 
+MAX_RESTARTS = 5
+"""Writers in a row that die before storing anything, after which the trainer gives up (a crash loop)."""
+_COUNTS = ("points_delivered", "points_undelivered", "write_errors", "retries")
+
+
 class ProcessSink:
-    """Ships operations to a writer process; ``barrier`` waits until it has stored them."""
+    """Ships operations to a writer process and keeps each one until the writer says it is stored.
+
+    The writer acknowledges every operation once stored. If it dies (killed, crashed), the
+    pipe closes at once: a new writer is started, told which runs are open, and sent again
+    every operation not acknowledged, in order (writes are idempotent: a point at a step
+    replaces itself, a retried create carries on), so a writer's death loses nothing. A writer
+    that keeps dying before storing anything (``MAX_RESTARTS`` in a row: a store that crashes its
+    writer) is given up: what it holds is counted as not delivered.
+    """
 
     def __init__(self, config: TrackingConfig, stats: WriterStats) -> None:
         self._config = config
         self._stats = stats
+        self._lock = threading.RLock()  # the pipe to the writer, and replacing the writer
+        self._cond = threading.Condition()  # acknowledgements: pending, barrier acks, stats
+        self._pending: deque[tuple[int, Op]] = deque()
+        self._open_runs: dict[str, None] = {}
+        self._seq = 0
         self._barrier_seq = 0
-        self._lock = threading.Lock()
-        self._remote: dict[str, Any] = _stats_dict(WriterStats())
-        """The last counts the current writer process sent (it counts from zero when it starts)."""
-        self._proc = self._spawn()
+        self._acked_barrier = 0
+        self._ack_error: str | None = None
+        self._generation = 0
+        self._fruitless = 0  # writers in a row that died before storing anything
+        self._stored_any = False  # the current writer acknowledged an operation
+        self._closing = False
+        self._gave_up: str | None = None
+        self._proc = self._start()
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _start(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         # The child must import the same mltrack and plugins the trainer sees.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -91,6 +117,13 @@ class ProcessSink:
         )
         assert proc.stdin is not None
         _send(proc.stdin, ("config", self._config))
+        self._generation += 1
+        threading.Thread(
+            target=self._read_replies,
+            args=(proc, self._generation),
+            name="mltrack-writer-acks",
+            daemon=True,
+        ).start()
         return proc
 
     @property
@@ -99,75 +132,159 @@ class ProcessSink:
         return self._proc.pid
 
     def deliver(self, op: Op) -> None:
-        """Ship ``op``; if the writer process died, count the loss and start a new one."""
-        try:
-            assert self._proc.stdin is not None
-            _send(self._proc.stdin, ("op", op))
-        except (BrokenPipeError, OSError) as exc:
-            self._writer_died(op, exc)
+        """Ship ``op``, keeping it until the writer acknowledges it; a dead writer is replaced."""
+        with self._lock:
+            if self._gave_up is not None:
+                self._count_lost([op], self._gave_up)
+                if self._config.strict:
+                    raise BackendError(self._gave_up)
+                return
+            self._seq += 1
+            with self._cond:
+                self._pending.append((self._seq, op))
+            if op.hook == "mltrack_create_run":
+                self._open_runs[op.kwargs["run"].id] = None
+            elif op.hook == "mltrack_finish_run":
+                self._open_runs.pop(op.kwargs["run_id"], None)
+            proc = self._proc
+            try:
+                assert proc.stdin is not None
+                _send(proc.stdin, ("op", self._seq, op))
+            except OSError as exc:
+                self._replace(proc, f"{type(exc).__name__}: {exc}")
 
-    def _writer_died(self, op: Op, exc: BaseException) -> None:
-        code = self._proc.poll()
-        self._stats.write_errors += 1
-        self._stats.points_undelivered += op.points
-        self._stats.last_error = f"writer process died (exit code {code}): {exc}"
-        log.error("mltrack: %s; starting a new one", self._stats.last_error)
-        if self._config.strict:
-            raise BackendError(self._stats.last_error) from exc
-        self._remote = _stats_dict(WriterStats())
-        self._proc = self._spawn()
-        try:
-            assert self._proc.stdin is not None
-            _send(self._proc.stdin, ("op", op))
-        except OSError:
-            pass
+    def _read_replies(self, proc: subprocess.Popen[bytes], generation: int) -> None:
+        """Take one writer's acknowledgements until its pipe closes; a close we did not ask for is a death."""
+        assert proc.stdout is not None
+        last = _stats_dict(WriterStats())  # what this writer counted so far (it starts from zero)
+        while True:
+            reply = _receive(proc.stdout)
+            if reply is None:
+                break
+            with self._cond:
+                if reply[0] == "stored":
+                    self._stored_any = True
+                    while self._pending and self._pending[0][0] <= reply[1]:
+                        self._pending.popleft()
+                    last = self._merge(reply[2], last)
+                elif reply[0] == "ack":
+                    last = self._merge(reply[2], last)
+                    if reply[3] is not None:
+                        self._ack_error = reply[3]
+                    self._acked_barrier = max(self._acked_barrier, reply[1])
+                self._cond.notify_all()
+        if not self._closing:
+            code = proc.wait()
+            self._replace(proc, f"exit code {code}")
+
+    def _replace(self, dead: subprocess.Popen[bytes], why: str) -> None:
+        """Start a new writer in place of ``dead`` and send it everything not yet acknowledged."""
+        with self._lock:
+            if dead is not self._proc or self._gave_up is not None:
+                return  # already replaced (the pipe and the reader both noticed)
+            with self._cond:
+                pending = list(self._pending)
+                self._fruitless = 0 if self._stored_any else self._fruitless + 1
+                self._stored_any = False
+            if self._fruitless > MAX_RESTARTS:
+                self._gave_up = (
+                    f"writer process died {self._fruitless} times in a row before storing anything ({why})"
+                )
+                log.error("mltrack: %s; its writes are counted as not delivered", self._gave_up)
+                with self._cond:
+                    self._pending.clear()
+                    self._cond.notify_all()
+                self._count_lost([op for _, op in pending], self._gave_up)
+                return
+            self._stats.writer_restarts += 1
+            created = {op.kwargs["run"].id for _, op in pending if op.hook == "mltrack_create_run"}
+            adopt = [run_id for run_id in self._open_runs if run_id not in created]
+            points = sum(op.points for _, op in pending)
+            log.warning(
+                "mltrack: writer process %d died (%s); started a new one and sent it again the %d "
+                "operations (%d points) not yet stored",
+                dead.pid,
+                why,
+                len(pending),
+                points,
+            )
+            self._proc = proc = self._start()
+            try:
+                assert proc.stdin is not None
+                _send(proc.stdin, ("adopt", adopt))
+                for seq, op in pending:
+                    _send(proc.stdin, ("op", seq, op))
+            except OSError as exc:  # died again at once: its reader will replace it
+                log.error("mltrack: the new writer process failed at once: %s", exc)
+
+    def _count_lost(self, ops: list[Op], why: str) -> None:
+        with self._cond:
+            for op in ops:
+                self._stats.write_errors += 1
+                self._stats.points_undelivered += op.points
+            self._stats.last_error = why
 
     def barrier(self) -> None:
-        """Wait until the writer process has stored everything shipped so far."""
-        with self._lock:
-            self._barrier_seq += 1
-            seq = self._barrier_seq
-            try:
-                assert self._proc.stdin is not None and self._proc.stdout is not None
-                _send(self._proc.stdin, ("barrier", seq))
-                while True:
-                    reply = _receive(self._proc.stdout)
-                    if reply is None:
-                        raise BrokenPipeError("writer process closed its pipe")
-                    if reply[0] == "ack" and reply[1] == seq:
-                        break
-            except OSError as exc:
-                self._writer_died(Op("barrier", {}), exc)
-                return
-        _, _, remote, error = reply
-        self._merge(remote)
+        """Wait until the writer process has stored everything shipped so far (across replacements)."""
+        while True:
+            with self._lock:
+                if self._gave_up is not None:
+                    break
+                self._barrier_seq += 1
+                seq, generation, proc = self._barrier_seq, self._generation, self._proc
+                try:
+                    assert proc.stdin is not None
+                    _send(proc.stdin, ("barrier", seq))
+                except OSError as exc:
+                    self._replace(proc, f"{type(exc).__name__}: {exc}")
+                    continue
+            with self._cond:
+                while self._acked_barrier < seq and self._generation == generation and self._gave_up is None:
+                    self._cond.wait(0.5)
+                if self._acked_barrier >= seq:
+                    break
+            # The writer was replaced while we waited: what it held was sent again; ask anew.
+        with self._cond:
+            error, self._ack_error = self._ack_error, None
         if error is not None:
             raise BackendError(error)
 
-    def _merge(self, remote: dict[str, Any]) -> None:
-        """Add what the writer process counted since its last ack (this process counts too: observers)."""
-        last = self._remote
+    def _merge(self, remote: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+        """Add what one writer counted since ``last`` (this process counts too: observers)."""
         stats = self._stats
-        for key in ("points_delivered", "points_undelivered", "write_errors", "retries"):
+        for key in _COUNTS:
             setattr(stats, key, getattr(stats, key) + remote[key] - last[key])
         stats.last_error = remote["last_error"] or stats.last_error
         for target, count in remote["errors_by_target"].items():
             before = last["errors_by_target"].get(target, 0)
             stats.errors_by_target[target] = stats.errors_by_target.get(target, 0) + count - before
-        self._remote = remote
+        return remote
 
     def close(self) -> None:
-        """Say goodbye (nothing is CRASHED) and wait for the writer process to finish."""
-        try:
-            assert self._proc.stdin is not None
-            _send(self._proc.stdin, ("close",))
-            self._proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self._proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            log.error("mltrack: writer process %d did not exit; leaving it to finish", self._proc.pid)
+        """Say goodbye (nothing is CRASHED) and wait for the writer to store everything and exit."""
+        for _ in range(MAX_RESTARTS + 1):
+            with self._lock:
+                proc = self._proc
+                self._closing = True
+                try:
+                    assert proc.stdin is not None
+                    _send(proc.stdin, ("close",))
+                    proc.stdin.close()
+                except OSError:
+                    pass
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                log.error("mltrack: writer process %d did not exit; leaving it to finish", proc.pid)
+                return
+            with self._cond:
+                left = bool(self._pending) and self._gave_up is None
+            if not left:
+                return
+            # It died before storing everything it had: a new writer takes the rest.
+            with self._lock:
+                self._closing = False
+                self._replace(proc, f"exit code {proc.returncode} while closing")
 
 
 # --- the writer process's side ----------------------------------------------------------
@@ -220,6 +337,17 @@ def _serve() -> int:
 
     threading.Thread(target=read_pipe, name="mltrack-writer-reader", daemon=True).start()
 
+    trainer_gone = False
+
+    def reply(message: tuple[Any, ...]) -> None:
+        nonlocal trainer_gone
+        if trainer_gone:
+            return
+        try:
+            _send(proto_out, message)
+        except OSError:  # the trainer died: keep storing what it sent, then mark its runs
+            trainer_gone = True
+
     stats = WriterStats()
     backends, failure = _activate(config)
     sink = None
@@ -242,19 +370,31 @@ def _serve() -> int:
             break
         kind = message[0]
         if kind == "op":
-            op: Op = message[1]
+            seq: int = message[1]
+            op: Op = message[2]
             open_runs.observe(op)
             if sink is None:  # the store never came up: every write is counted, none is lost silently
                 stats.write_errors += 1
                 stats.points_undelivered += op.points
                 stats.last_error = failure
-                continue
-            try:
-                sink.deliver(op)
-            except Exception as exc:  # strict mode: reported with the next ack
-                error = f"{type(exc).__name__}: {exc}"
+            else:
+                try:
+                    sink.deliver(op)
+                except Exception as exc:  # strict mode: reported with the next ack
+                    error = f"{type(exc).__name__}: {exc}"
+            reply(("stored", seq, _stats_dict(stats)))  # the trainer may let it go
+        elif kind == "adopt":
+            # Runs an earlier writer process created, open still: crash-mark them if the trainer
+            # dies, and open them here now (an empty params merge) so their liveness names us.
+            for run_id in message[1]:
+                open_runs.last.setdefault(run_id, {})
+                if sink is not None:
+                    try:
+                        sink.deliver(Op("mltrack_log_params", {"run_id": run_id, "params": {}}))
+                    except Exception as exc:
+                        error = f"{type(exc).__name__}: {exc}"
         elif kind == "barrier":
-            _send(proto_out, ("ack", message[1], _stats_dict(stats), error))
+            reply(("ack", message[1], _stats_dict(stats), error))
             error = None
         elif kind == "close":
             goodbye = True

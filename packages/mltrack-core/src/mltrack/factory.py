@@ -244,6 +244,7 @@ def _health(backends: ActiveBackends, session: TrackingSession | None) -> Health
             "pending_points": session.writer.pending_points,
             "write_errors": stats.write_errors,
             "retries": stats.retries,
+            "writer_restarts": stats.writer_restarts,
         }
         if stats.points_undelivered or stats.write_errors:
             issues.append(

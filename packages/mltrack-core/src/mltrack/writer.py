@@ -39,6 +39,8 @@ class WriterStats:
     points_undelivered: int = 0
     write_errors: int = 0
     retries: int = 0
+    writer_restarts: int = 0
+    """Writer processes started anew after one died (what it held was sent again, not lost)."""
     last_error: str | None = None
     errors_by_target: dict[str, int] = attrs.field(factory=dict)
 
