@@ -4,6 +4,7 @@ real ``tensorboard`` server on 127.0.0.1 answering its scalars and HParams endpo
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import textwrap
@@ -41,6 +42,10 @@ STEPS = 40
 
 def _loss(name: str, step: int) -> float:
     return RUNS[name]["lr"] / (step + 1)  # type: ignore[operator]
+
+
+def _float32(value: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
 
 
 def _acc(step: int) -> float:
@@ -120,6 +125,12 @@ def test_tensorboards_own_reader_in_a_fresh_process_sees_every_point_and_hyperpa
         assert seen["mltrack"]["acc{subset=val}"][1] == [_acc(s) for s in range(STEPS)]
         acc = seen["tensors"]["acc{subset=val}"]
         assert [v for _s, v in acc] == pytest.approx([_acc(s) for s in range(STEPS)], rel=1e-6)
+        # mltrack's reader equals TensorBoard's: the same steps, the same values once rounded as TensorBoard does.
+        for tag, points in seen["tensors"].items():
+            steps, values = seen["mltrack"][tag]
+            assert [(s, _float32(v)) for s, v in zip(steps, values, strict=True)] == [
+                tuple(p) for p in points
+            ]
 
 
 def _call(url: str, body: dict[str, Any] | None = None) -> Any:
