@@ -92,6 +92,10 @@ class ProcessSink:
         self._lock = threading.RLock()  # the pipe to the writer, and replacing the writer
         self._cond = threading.Condition()  # acknowledgements: pending, barrier acks, stats
         self._pending: deque[tuple[int, Op]] = deque()
+        self._pending_points = 0
+        # Unacknowledged points held here are bounded like the buffer is: a store slower than the
+        # trainer makes log calls wait (backpressure), it never grows memory without limit.
+        self._max_pending_points = max(config.max_buffered_points, config.batch_size)
         self._open_runs: dict[str, None] = {}
         self._seq = 0
         self._barrier_seq = 0
@@ -133,6 +137,9 @@ class ProcessSink:
 
     def deliver(self, op: Op) -> None:
         """Ship ``op``, keeping it until the writer acknowledges it; a dead writer is replaced."""
+        with self._cond:
+            while self._pending_points + op.points > self._max_pending_points and self._pending:
+                self._cond.wait(0.5)
         with self._lock:
             if self._gave_up is not None:
                 self._count_lost([op], self._gave_up)
@@ -142,6 +149,7 @@ class ProcessSink:
             self._seq += 1
             with self._cond:
                 self._pending.append((self._seq, op))
+                self._pending_points += op.points
             if op.hook == "mltrack_create_run":
                 self._open_runs[op.kwargs["run"].id] = None
             elif op.hook == "mltrack_finish_run":
@@ -165,7 +173,7 @@ class ProcessSink:
                 if reply[0] == "stored":
                     self._stored_any = True
                     while self._pending and self._pending[0][0] <= reply[1]:
-                        self._pending.popleft()
+                        self._pending_points -= self._pending.popleft()[1].points
                     last = self._merge(reply[2], last)
                 elif reply[0] == "ack":
                     last = self._merge(reply[2], last)
@@ -193,6 +201,7 @@ class ProcessSink:
                 log.error("mltrack: %s; its writes are counted as not delivered", self._gave_up)
                 with self._cond:
                     self._pending.clear()
+                    self._pending_points = 0
                     self._cond.notify_all()
                 self._count_lost([op for _, op in pending], self._gave_up)
                 return
