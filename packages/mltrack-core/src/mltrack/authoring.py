@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,12 +32,13 @@ from typing import Any
 import attrs
 
 from mltrack.config import BackendConfig, store_location
-from mltrack.errors import ArtifactError, BackendError, StoreNotFoundError
+from mltrack.errors import ArtifactError, BackendError, InvalidNameError, StoreNotFoundError
 from mltrack.models import MAX_NAME_LENGTH, ExperimentStatus, HealthStatus, MetricSeries, validate_name
 from mltrack.storage import free_bytes, is_writable, storage_problems
 
 __all__ = [
     "MAX_ARTIFACT_NAME_LENGTH",
+    "MAX_ARTIFACT_PART_BYTES",
     "MIN_FREE_BYTES",
     "SeriesBuilder",
     "StoreDirectory",
@@ -140,6 +142,11 @@ class StoreDirectory:
 MAX_ARTIFACT_NAME_LENGTH = MAX_NAME_LENGTH
 """Longest artifact name, in characters (the limit of every name mltrack stores)."""
 
+MAX_ARTIFACT_PART_BYTES = 255
+"""Longest part of an artifact name (a file or folder name), in bytes of the file system's
+encoding: the limit of ext4, XFS, Btrfs, APFS and tmpfs (``NAME_MAX``). 255 characters of
+``é`` are 510 bytes in UTF-8, so a name can be short enough as text and too long as a file."""
+
 
 def check_artifact_name(name: object) -> str:
     """Return ``name`` if it is a valid artifact name, else raise with the fix.
@@ -148,9 +155,12 @@ def check_artifact_name(name: object) -> str:
     relative path whose folders are separated by ``/`` (``models/best.zip``), with no
     leading ``/`` or ``\\``, no empty, ``.`` or ``..`` part, and no ``:`` in the first part
     (a drive or a URL scheme). ``\\`` separates parts too, as on Windows. So a name can never
-    reach outside the run's artifact folder. Raises :class:`mltrack.errors.InvalidNameError`
-    (empty, too long, not printable) or :class:`mltrack.errors.ArtifactError` (not a relative
-    path inside the run). ``log_artifact`` applies this rule before any backend sees the name.
+    reach outside the run's artifact folder. Each part must be storable as a file name: at
+    most :data:`MAX_ARTIFACT_PART_BYTES` bytes once encoded for the file system, and
+    encodable at all. Raises :class:`mltrack.errors.InvalidNameError` (empty, too long, not
+    printable, not storable as a file name) or :class:`mltrack.errors.ArtifactError` (not a
+    relative path inside the run). ``log_artifact`` applies this rule before any backend sees
+    the name, so a name no store can keep fails in the caller, not later in the writer.
     """
     checked = validate_name(name, "artifact name")
     parts = checked.replace("\\", "/").split("/")
@@ -159,6 +169,21 @@ def check_artifact_name(name: object) -> str:
             f"artifact name {checked!r} must be a relative path inside the run's artifacts "
             "(no leading '/', no '..' or empty parts), e.g. 'models/best_model.zip'"
         )
+    for part in parts:
+        try:
+            size = len(os.fsencode(part))
+        except UnicodeEncodeError:
+            raise InvalidNameError(
+                f"artifact name {checked!r:.80} cannot be a file name here: the file system's "
+                f"encoding ({sys.getfilesystemencoding()}) has no bytes for {part!r:.40}; "
+                "use characters it can store (or run Python in UTF-8 mode: PYTHONUTF8=1)"
+            ) from None
+        if size > MAX_ARTIFACT_PART_BYTES:
+            raise InvalidNameError(
+                f"artifact name part {part[:20]!r}... is {size} bytes as a file name, more than the "
+                f"{MAX_ARTIFACT_PART_BYTES} a file system stores: shorten it (non-ASCII characters "
+                "take 2-4 bytes each), or split it into folders with '/'"
+            )
     return checked
 
 

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
 from mltrack.authoring import plain_detail_keys
 from mltrack.config import SHARED_OPTIONS, TrackingConfig, configure_backend, current_config, on_config_change
-from mltrack.errors import MLTrackError
+from mltrack.errors import MLTrackError, RunStateError
 from mltrack.models import ExperimentStatus, HealthStatus
 from mltrack.plugins import ActiveBackends, PluginHost, get_plugin_host
 from mltrack.repository import ExperimentRepository
 from mltrack.settings import env
-from mltrack.tracker import ActiveRun, MLTracker, TrackingSession
+from mltrack.tracker import ActiveRun, MLTracker, TrackingSession, exit_status
 from mltrack.writer import HookSink, ObservedSink, Sink, Writer, WriterStats
 
 __all__ = [
@@ -106,6 +107,8 @@ def tracking_session() -> TrackingSession:
         if _session is None:
             _session = build_session(current_config(), _active_backends)
             _handle_sigterm()
+            _close_in_multiprocessing_child()
+            _record_exit_codes()
         return _session
 
 
@@ -280,20 +283,92 @@ def reset() -> None:
 on_config_change(reset)
 
 
-def _exit_status() -> ExperimentStatus:
+_NO_EXIT = object()
+_exit_code: object = _NO_EXIT
+"""The code of the last ``sys.exit()`` called in the main thread (``_NO_EXIT``: none)."""
+
+
+def _record_exit_codes() -> None:
+    """Make ``sys.exit`` remember its code, so runs open at exit finish with the right status.
+
+    Python hands atexit handlers neither the exit code nor the ``SystemExit`` that ended
+    the program; a run left open by ``sys.exit(3)`` would otherwise read COMPLETED.
+    """
+    original = sys.exit
+    if getattr(original, "_mltrack_records_code", False):
+        return
+
+    @functools.wraps(original)
+    def exit(status: object = None) -> NoReturn:
+        global _exit_code
+        if threading.current_thread() is threading.main_thread():
+            _exit_code = status
+        original(status)  # type: ignore[arg-type]  # sys.exit takes any object
+        raise SystemExit(status)  # not reached: sys.exit raises
+
+    exit._mltrack_records_code = True  # type: ignore[attr-defined]
+    sys.exit = exit
+
+
+def _exit_status() -> tuple[ExperimentStatus, int | None]:
+    """How the program is ending: the status of runs still open, and a non-zero exit code."""
     # Set by the interpreter when an uncaught exception ends the program.
     exc = getattr(sys, "last_value", None)
-    if exc is None:
-        return ExperimentStatus.COMPLETED
     if isinstance(exc, KeyboardInterrupt):
-        return ExperimentStatus.INTERRUPTED
-    return ExperimentStatus.FAILED
+        return ExperimentStatus.INTERRUPTED, None
+    if exc is not None:
+        return ExperimentStatus.FAILED, None
+    if _exit_code is not _NO_EXIT:
+        return exit_status(_exit_code)
+    return ExperimentStatus.COMPLETED, None
 
 
 @atexit.register
 def _drain_at_exit() -> None:
     session = _session
     if session is not None:
-        session.close(_exit_status())
+        status, code = _exit_status()
+        session.close(status, exit_code=code)
     if _backends is not None:
         _backends.close()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no session: the one it inherited is its parent's.
+
+    Runs the parent opened stay the parent's: logging into them here raises
+    :class:`RunStateError` at the first call (the child has no flusher, so its points would
+    never be stored), and the child's exit never closes the parent's writer. A run the
+    child opens gets a session, and a writer, of its own.
+    """
+    global _lock, _session, _backends
+    _lock = threading.RLock()  # a parent thread may have held it at the fork
+    session, _session, _backends = _session, None, None
+    if session is not None:
+        parent, child = os.getppid(), os.getpid()
+        session.writer.disown_after_fork(
+            RunStateError(
+                f"this process ({child}) was forked from process {parent}, which opened this run: a "
+                "forked child cannot log into its parent's run (it has no writer for it). Log from "
+                "the parent, open a run of its own here with mltrack.start_run(), or start workers "
+                "with multiprocessing's 'spawn' or 'forkserver' method"
+            )
+        )
+
+
+def _close_in_multiprocessing_child() -> None:
+    """In a multiprocessing worker, finish this process's runs when the worker ends.
+
+    Workers leave through ``os._exit`` (no atexit handlers); multiprocessing's finalizers run
+    before it, so the session closes there, storing everything the worker logged.
+    """
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
+        return
+    from multiprocessing.util import Finalize
+
+    Finalize(None, _drain_at_exit, exitpriority=100)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

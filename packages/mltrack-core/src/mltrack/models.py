@@ -7,6 +7,7 @@ the data it receives.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -36,6 +37,10 @@ __all__ = [
     "TrainingMetrics",
     "UiHandle",
     "final_metric_key",
+    "is_secret_name",
+    "mask_context",
+    "mask_secrets",
+    "mask_text",
     "to_artifact_type",
     "to_metric_value",
     "to_plain",
@@ -115,6 +120,8 @@ def validate_name(name: object, what: str = "name") -> str:
         raise InvalidNameError(
             f"{what} {name!r:.80} is not allowed: use 1 to {MAX_NAME_LENGTH} printable characters"
         )
+    if name.isspace():  # it would show as nothing in every listing
+        raise InvalidNameError(f"{what} {name!r:.80} is blank: give it at least one visible character")
     return name
 
 
@@ -226,28 +233,119 @@ def _to_str_tuple(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(items)
 
 
-_SECRET_NAME = re.compile(
-    r"(password|passwd|passphrase|secret|token|credential|api[_-]?key|access[_-]?key|private[_-]?key|(^|[_.-])key$)",
-    re.IGNORECASE,
-)
 MASK = "***"
+
+# Words that name a secret wherever they appear in a key (``db_password``, ``X-Auth-Cookie``).
+_SECRET_PARTS = ("password", "passwd", "passphrase", "secret", "credential", "cookie", "authorization")
+# Words that name a secret as a whole word of a key (``pwd``, ``auth``, ``apikey``).
+_SECRET_WORDS = frozenset(
+    {"pwd", "auth", "bearer", "jwt", "apikey", "accesskey", "privatekey", "secretkey", "sessionid", "dsn"}
+)
+# ``<word>_key`` / ``<word>_keys`` pairs that are secrets (a key ending in ``key`` alone is one too).
+_KEY_PREFIXES = frozenset({"api", "access", "private", "secret", "ssh", "signing", "encryption", "master"})
+# Tokens of a tokenizer are not credentials: ``pad_token``, ``eos_token``, ``max_tokens``.
+_TOKENIZER_WORDS = frozenset(
+    {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "start", "end", "special", "max"}
+)
+_WORD_SPLIT = re.compile(r"[^0-9a-zA-Z]+|(?<=[a-z0-9])(?=[A-Z])")
+# ``scheme://user:password@host``: the password part, up to the last ``@`` before the path
+# (an unencoded ``@`` in a password is masked too).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^/\s]+)@")
+# ``name=value`` in a query string or a ``--name=value`` argument.
+_ASSIGNMENT = re.compile(r"(?P<head>(?:^|[?&;\s])-{0,2}(?P<name>[A-Za-z][\w.-]*)=)(?P<value>[^&;#\s]*)")
+
+
+@functools.lru_cache(maxsize=4096)
+def is_secret_name(key: str) -> bool:
+    """True if ``key`` names a secret: a password, token, api key, cookie, session id, ...
+
+    Keys are split into words (``snake_case``, ``kebab-case``, ``camelCase``, ``X-Api-Key``)
+    so that ``tokenizer``, ``max_tokens`` or ``session_length`` stay visible.
+    """
+    words = [w.lower() for w in _WORD_SPLIT.split(key) if w]
+    if not words:
+        return False
+    lowered = key.lower()
+    if any(part in lowered for part in _SECRET_PARTS):
+        return True
+    last = words[-1]
+    before = words[-2] if len(words) > 1 else ""
+    if any(w in _SECRET_WORDS for w in words):
+        return True
+    if last == "key" or (last == "keys" and before in _KEY_PREFIXES):
+        return True
+    if last == "session" or (before == "session" and last in ("id", "key", "token", "cookie")):
+        return True
+    for i, word in enumerate(words):
+        if word.endswith("token") and (i == 0 or words[i - 1] not in _TOKENIZER_WORDS):
+            return True  # token, hf_token, access_token, githubToken; not tokens or tokenizer
+    return False
+
+
+def mask_text(text: str) -> str:
+    """``text`` with URL passwords and secret-named ``name=value`` assignments replaced by ``***``.
+
+    ``https://user:pass@host`` -> ``https://user:***@host``; ``?token=abc`` -> ``?token=***``;
+    ``--password=abc`` -> ``--password=***``.
+    """
+    if "=" not in text and "@" not in text:
+        return text
+    masked = _URL_PASSWORD.sub(lambda m: m["head"] + MASK + "@", text)
+    return _ASSIGNMENT.sub(
+        lambda m: m["head"] + MASK if m["value"] and is_secret_name(m["name"]) else m[0], masked
+    )
+
+
+def _mask_value(value: Any) -> Any:
+    """``value`` with every secret inside it masked: secret-named keys, URL passwords, flags."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return mask_secrets(value)
+    if isinstance(value, (list, tuple)):
+        out = []
+        secret_flag = False  # ["--password", "abc"]: the item after a secret-named flag
+        for item in value:
+            if secret_flag and isinstance(item, str) and item:
+                out.append(MASK)
+            else:
+                out.append(_mask_value(item))
+            secret_flag = (
+                isinstance(item, str) and item.startswith("-") and "=" not in item and is_secret_name(item)
+            )
+        return out
+    return value
+
+
+def _secret_value(value: Any) -> bool:
+    """Whether a value under a secret-named key is masked: empty values and flags show as they are."""
+    return value is not None and value != "" and type(value) is not bool
 
 
 def mask_secrets(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Replace values whose key names a secret (password, token, api_key, ...) with ``***``.
+    """``config`` with every secret in it replaced by ``***``, at any depth.
 
-    Configs are shown in every store's UI and exported freely; a credential passed along
-    with hyperparameters must not end up there unless the user asks for it.
+    Masked: values under keys that name a secret (password, token, api_key, pwd,
+    Authorization, cookie, session, private_key, ...: see :func:`is_secret_name`), in nested
+    dicts and in lists or tuples of them; passwords inside URLs and secret-named
+    ``name=value`` assignments in any string (:func:`mask_text`). Configs are shown in every
+    store's UI and exported freely; a credential passed along with hyperparameters must not
+    end up there unless the user asks for it (``MLTRACK_KEEP_SECRETS``).
     """
     out: dict[str, Any] = {}
     for key, value in config.items():
-        if _SECRET_NAME.search(key) and value not in (None, ""):
+        if is_secret_name(str(key)) and _secret_value(value):
             out[key] = MASK
-        elif isinstance(value, Mapping):
-            out[key] = mask_secrets(value)
         else:
-            out[key] = value
+            out[key] = _mask_value(value)
     return out
+
+
+def mask_context(context: Context) -> Context:
+    """A metric context with secrets masked, as :func:`mask_secrets` masks a config."""
+    if not context:
+        return context
+    return tuple((k, MASK if is_secret_name(k) and _secret_value(v) else _mask_value(v)) for k, v in context)
 
 
 def _to_config(config: object) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from mltrack.errors import ArtifactError, BackendError, RunStateError, Validatio
 from mltrack.models import (
     MAX_STEP,
     ArtifactType,
+    Context,
     ExperimentRun,
     ExperimentStatus,
     ModelArtifact,
@@ -28,6 +29,7 @@ from mltrack.models import (
     _to_config,
     _to_tags,
     final_metric_key,  # also exported from here: backends written before it moved import it so
+    mask_context,
     mask_secrets,
     to_artifact_type,
     to_context,
@@ -38,13 +40,17 @@ from mltrack.models import (
 )
 from mltrack.writer import Writer, WriterStats
 
-__all__ = ["ActiveRun", "MLTracker", "TrackingSession", "final_metric_key", "new_run_id"]
+__all__ = ["ActiveRun", "MLTracker", "TrackingSession", "exit_status", "final_metric_key", "new_run_id"]
 
 RunRef = ExperimentRun | str
 _now = time.time
 PROGRESS_EVERY = 0.25
 """Seconds between two progress updates of one run handed on; calls in between are coalesced."""
 log = logging.getLogger(__name__)
+ARTIFACT_NOT_STORED_TAG = "mltrack:artifact-not-stored"
+"""A run one of whose artifacts a store failed to keep (``log_artifact`` raised) carries this tag."""
+EXIT_CODE_TAG = "mltrack:exit-code"
+"""A run finished FAILED by a non-zero ``sys.exit`` carries ``<this>=<code>`` (``mltrack:exit-code=3``)."""
 
 
 def new_run_id() -> str:
@@ -54,6 +60,18 @@ def new_run_id() -> str:
 
 def _run_id(run: RunRef) -> str:
     return run.id if isinstance(run, ExperimentRun) else run
+
+
+def exit_status(code: object) -> tuple[ExperimentStatus, int | None]:
+    """The status of a run ended by ``SystemExit(code)``, and the exit code the shell sees if not 0.
+
+    ``None`` and 0 are success (COMPLETED); any other int fails with that code, and any other
+    object (``sys.exit("fatal: ...")``, which Python prints) fails with code 1, as every
+    scheduler and shell reads them.
+    """
+    if code is None or (isinstance(code, int) and code == 0):
+        return ExperimentStatus.COMPLETED, None
+    return ExperimentStatus.FAILED, int(code) if isinstance(code, int) else 1
 
 
 class _Progress:
@@ -153,6 +171,11 @@ class TrackingSession:
         plain = _to_config(config)
         return plain if self.config.keep_secrets else mask_secrets(plain)
 
+    def _context(self, context: Mapping[str, Any]) -> Context:
+        """A metric context frozen, with secrets masked (metric keys are shown like configs)."""
+        ctx = to_context(context)
+        return ctx if self.config.keep_secrets else mask_context(ctx)
+
     def _check_open(self, run: RunRef) -> str:
         run_id = _run_id(run)
         if run_id not in self._open:
@@ -186,7 +209,7 @@ class TrackingSession:
         v = value if type(value) is float else to_metric_value(name, value)
         if step is not None and (type(step) is not int or step < 0 or step > MAX_STEP):
             step = to_step(step)
-        ctx = () if context is None else to_context(context)
+        ctx = () if context is None else self._context(context)
         self.writer.log_point(run_id, name, v, step, ctx, _now())
 
     def log_metrics(
@@ -211,7 +234,7 @@ class TrackingSession:
             s = None if step is None else to_step(step)
             ts = _now()
         if values:
-            self.writer.log_points(run_id, values, s, () if context is None else to_context(context), ts)
+            self.writer.log_points(run_id, values, s, () if context is None else self._context(context), ts)
 
     def log_params(self, run: RunRef, params: Mapping[str, Any]) -> None:
         """Add ``params`` to the run's config (converted to plain values)."""
@@ -252,12 +275,38 @@ class TrackingSession:
             name=check_artifact_name(name if name is not None else source.name),  # the rule backends read too
             artifact_type=kind,
             file_path=str(source.resolve()),
-            metadata=_to_config(metadata),
+            metadata=self._plain_config(metadata),
             size=size,
             sha256=digest.hexdigest(),
         )
-        self.writer.submit("mltrack_log_artifact", wait=True, run_id=run_id, artifact=artifact)
+        self._store_artifact(run_id, artifact)
         return artifact
+
+    def _store_artifact(self, run_id: str, artifact: ModelArtifact) -> None:
+        """Hand ``artifact`` to the stores and wait; :class:`ArtifactError` if a store did not keep it.
+
+        The writer counts a failed write instead of raising (the training loop must go on),
+        so the failure is read from its counters: what failed while only this write was in
+        flight, named by the hook it failed in. Everything logged before is drained first.
+        """
+        stats = self.writer.stats
+        self.writer.flush()
+        before = dict(stats.errors_by_target)
+        self.writer.submit("mltrack_log_artifact", wait=True, run_id=run_id, artifact=artifact)
+        failed = [
+            backend
+            for backend in self.config.backends
+            if stats.errors_by_target.get(backend, 0) > before.get(backend, 0)
+        ]
+        error = stats.last_error or ""
+        if failed and "mltrack_log_artifact failed" in error:
+            # The run says so too, for whoever reads it later (`mltrack show` lists its tags).
+            self.writer.submit("mltrack_set_tags", run_id=run_id, tags=[ARTIFACT_NOT_STORED_TAG])
+            raise ArtifactError(
+                f"artifact {artifact.name!r:.80} of run {run_id} was not stored by "
+                f"{', '.join(repr(b) for b in failed)}: {error}; fix the store (free disk space, "
+                "permissions) and log it again, or check `mltrack health`"
+            )
 
     def set_state(self, run: RunRef, values: Mapping[str, Any]) -> None:
         """Merge ``values`` into the run's live session state (phase, anything shown live).
@@ -348,11 +397,20 @@ class TrackingSession:
         return self.writer.flush(timeout)
 
     def close(
-        self, status: ExperimentStatus = ExperimentStatus.INTERRUPTED, timeout: float | None = None
+        self,
+        status: ExperimentStatus = ExperimentStatus.INTERRUPTED,
+        timeout: float | None = None,
+        *,
+        exit_code: int | None = None,
     ) -> None:
-        """Finish every open run with ``status``, drain the writer and stop it."""
+        """Finish every open run with ``status``, drain the writer and stop it.
+
+        ``exit_code``: the process ends with this non-zero code; each run is tagged with it.
+        """
         for run in self.open_runs:
             try:
+                if exit_code is not None:
+                    self.set_tags(run, [f"{EXIT_CODE_TAG}={exit_code}"])
                 self.finish_run(run, status, timeout=timeout)
             except Exception:  # closing must reach the writer even if one finish fails
                 pass
@@ -363,7 +421,8 @@ class ActiveRun:
     """A run for plain (sync) training loops: ``with mltrack.start_run("exp") as run: ...``.
 
     Leaving the ``with`` block finishes the run: COMPLETED, FAILED on an exception,
-    INTERRUPTED on KeyboardInterrupt.
+    INTERRUPTED on KeyboardInterrupt; by ``sys.exit(code)``: COMPLETED for 0 or None, else
+    FAILED tagged ``mltrack:exit-code=<code>``.
     """
 
     def __init__(self, session: TrackingSession, run: ExperimentRun) -> None:
@@ -435,6 +494,10 @@ class ActiveRun:
             return
         if exc_type is None:
             status = ExperimentStatus.COMPLETED
+        elif isinstance(exc, SystemExit):
+            status, code = exit_status(exc.code)
+            if code is not None:
+                self._session.set_tags(self.run, [f"{EXIT_CODE_TAG}={code}"])
         elif issubclass(exc_type, KeyboardInterrupt):
             status = ExperimentStatus.INTERRUPTED
         else:
