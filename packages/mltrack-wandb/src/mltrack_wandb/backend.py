@@ -357,6 +357,19 @@ class _OpenRun:
 
 
 @attrs.define
+class _Row:
+    """A history row being built: its step and (encoded key, value_json) items."""
+
+    step: int
+    items: list[tuple[bytes, str]]
+
+
+_STEP_KEY = records.history_key("_step")
+_TIMESTAMP_KEY = records.history_key("_timestamp")
+_RUNTIME_KEY = records.history_key("_runtime")
+
+
+@attrs.define
 class _Upload:
     run_id: str
     process: subprocess.Popen[bytes]
@@ -429,10 +442,15 @@ class WandbBackend(mltrack.Backend):
     # --- writing records ----------------------------------------------------------------
 
     def _append(self, state: _OpenRun, *recs: Any) -> None:
-        """Append records to the run's log; flushed, so other processes read them at once."""
+        """Append records (protobuf messages, or :class:`_Row`) to the run's log; flushed, so other
+        processes read them at once."""
         raw = []
+        info = records.record_info(state.log.run_id)
         for rec in recs:
             state.num += 1
+            if isinstance(rec, _Row):
+                raw.append(records.history_row(state.num, rec.step, rec.items, info))
+                continue
             rec.num = state.num
             rec._info.stream_id = state.log.run_id
             raw.append(rec.SerializeToString())
@@ -539,29 +557,35 @@ class WandbBackend(mltrack.Backend):
             state = self._writable(run_id)
             keys = [self._key(state, name, context) for name, context in batch.keys]
             start = state.start.timestamp()
-            out: list[Any] = []
+            out: list[_Row] = []
             latest: dict[str, float] = {}
-            row: Any = None
-            row_step, row_time, row_keys = -1, math.nan, set[str]()
+            row: _Row | None = None
+            row_time, row_keys = math.nan, set[str]()
             last_step, last_time = 0, start
+            encoded = [records.history_key(key) for key in keys]
             for index, step, value, stamp in zip(
                 batch.key_index, batch.steps, batch.values, batch.timestamps
             ):
                 key = keys[index]
-                if row is None or step != row_step or stamp != row_time or key in row_keys:
-                    row = self._row(step, stamp, start)
+                if row is None or step != row.step or stamp != row_time or key in row_keys:
+                    row = _Row(
+                        step,
+                        [
+                            (_STEP_KEY, str(step)),
+                            (_TIMESTAMP_KEY, repr(stamp)),
+                            (_RUNTIME_KEY, repr(max(0.0, stamp - start))),
+                        ],
+                    )
                     out.append(row)
-                    row_step, row_time, row_keys = step, stamp, set()
-                item = row.history.item.add()
-                item.key = key
-                item.value_json = _number_json(value)
+                    row_time, row_keys = stamp, set()
+                row.items.append((encoded[index], _number_json(value)))
                 row_keys.add(key)
                 latest[key] = value
                 last_step, last_time = step, stamp
             if not out:
                 return
             summary = pb.Record()
-            for key, value in [
+            for key, number in [
                 ("_step", last_step),
                 ("_timestamp", last_time),
                 ("_runtime", max(0.0, last_time - start)),
@@ -569,22 +593,8 @@ class WandbBackend(mltrack.Backend):
             ]:
                 item = summary.summary.update.add()
                 item.key = key
-                item.value_json = _number_json(float(value)) if key != "_step" else str(int(value))
+                item.value_json = _number_json(float(number)) if key != "_step" else str(int(number))
             self._append(state, *out, summary)
-
-    @staticmethod
-    def _row(step: int, stamp: float, start: float) -> Any:
-        rec = pb.Record()
-        rec.history.step.num = step
-        for key, text in (
-            ("_step", str(step)),
-            ("_timestamp", repr(stamp)),
-            ("_runtime", repr(max(0.0, stamp - start))),
-        ):
-            item = rec.history.item.add()
-            item.key = key
-            item.value_json = text
-        return rec
 
     def _key(self, state: _OpenRun, name: str, context: Any) -> str:
         """The history key of a metric; a new one with a context is stored in the sidecar first."""

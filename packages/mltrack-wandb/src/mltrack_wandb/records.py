@@ -106,3 +106,43 @@ def decode(data: bytes, base: int = 0) -> Iterator[tuple[bytes, int]]:
             pending += piece
             yield bytes(pending), offset
             pending.clear()
+
+
+# --- history rows, encoded by hand -----------------------------------------------------------
+# A history row is most of what a run logs: building it as a protobuf message costs ~20 µs
+# here, these bytes ~3 µs. They are the bytes ``Record.SerializeToString()`` gives for
+# ``Record(num, history=HistoryRecord(item=[HistoryItem(key, value_json)...],
+# step=HistoryStep(num)), _info=_RecordInfo(stream_id))`` (fields in number order); a test
+# keeps them equal.
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+def history_key(key: str) -> bytes:
+    """The encoded ``key`` field of a history item, computed once per metric key."""
+    return _field(b"\x0a", key.encode("utf-8"))
+
+
+def record_info(stream_id: str) -> bytes:
+    """The encoded ``_info`` field (``stream_id``: the run id) that ends each record."""
+    return _field(b"\xc2\x0c", _field(b"\x0a", stream_id.encode("utf-8")))
+
+
+def history_row(num: int, step: int, items: Iterable[tuple[bytes, str]], info: bytes) -> bytes:
+    """A serialized ``Record`` holding one history row: ``items`` are (:func:`history_key`, value_json)."""
+    body = bytearray()
+    for key, value in items:
+        body += _field(b"\x0a", key + _field(b"\x82\x01", value.encode()))
+    body += _field(b"\x12", b"\x08" + _varint(step) if step else b"")
+    return b"\x08" + _varint(num) + _field(b"\x12", bytes(body)) + info

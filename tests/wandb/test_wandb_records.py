@@ -1,0 +1,61 @@
+"""W&B's transaction-log framing and the hand-encoded history rows, against W&B's own protobuf classes."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from mltrack_wandb import records
+from mltrack_wandb.backend import pb
+
+
+@pytest.mark.parametrize(("num", "step"), [(1, 0), (2, 1), (300, 127), (2**40, 2**33)])
+def test_a_hand_encoded_history_row_is_the_protobuf_wandb_serializes(num: int, step: int) -> None:
+    items = [
+        ("_step", str(step)),
+        ("_timestamp", "1796205036.3363261"),
+        ("loss", "NaN"),
+        ("损失 x" * 40, "0.5"),
+    ]
+    want = pb.Record(num=num)
+    want.history.step.num = step
+    for key, value in items:
+        want.history.item.add(key=key, value_json=value)
+    want._info.stream_id = "abc123def456abc123def456"
+    got = records.history_row(
+        num,
+        step,
+        [(records.history_key(k), v) for k, v in items],
+        records.record_info("abc123def456abc123def456"),
+    )
+    assert got == want.SerializeToString()
+    assert pb.Record.FromString(got) == want
+
+
+def test_records_of_any_size_round_trip_across_blocks_appended_in_pieces() -> None:
+    rng = random.Random(7)
+    payloads = [os.urandom(rng.choice([0, 1, 6, 7, 100, 32_761, 32_768, 70_000])) for _ in range(60)]
+    data = b""
+    for start in range(0, len(payloads), 7):  # appended batch by batch, as a writer does
+        data += records.encode(payloads[start : start + 7], len(data))
+    assert data.startswith(records.FILE_HEADER)
+    assert [raw for raw, _ in records.decode(data)] == payloads
+
+    # read incrementally, from where the last read stopped, as readers of a growing log do
+    got, offset = [], 0
+    for cut in range(0, len(data) + 50_000, 50_000):
+        for raw, end in records.decode(data[offset:cut], offset):
+            got.append(raw)
+            offset = end
+    assert got == payloads
+
+
+def test_a_torn_tail_ends_the_log_at_the_last_whole_record() -> None:
+    payloads = [b"a" * 10, b"b" * 40_000, b"c" * 10]
+    data = records.encode(payloads, 0)
+    for cut in (len(data) - 1, len(data) - 12, len(data) - 20_000):
+        assert [raw for raw, _ in records.decode(data[:cut])] == payloads[: 1 if cut < len(data) - 17 else 2]
+    corrupt = bytearray(data)
+    corrupt[-3] ^= 0xFF
+    assert [raw for raw, _ in records.decode(bytes(corrupt))] == payloads[:2]
