@@ -161,6 +161,22 @@ class ProcessSink:
             except OSError as exc:
                 self._replace(proc, f"{type(exc).__name__}: {exc}")
 
+    def release_after_fork(self) -> None:
+        """In a forked child: stop holding the parent's pipe to its writer (without writing to it).
+
+        A child keeping the write end open would hide the parent's death from the writer (no
+        end of file) until the child exits. The descriptors are pointed at /dev/null, so the
+        file objects the child inherited can never flush a torn message into the pipe.
+        """
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            for stream in (self._proc.stdin, self._proc.stdout):
+                if stream is not None:
+                    os.dup2(null, stream.fileno())
+        finally:
+            os.close(null)
+        self._closing = True  # never replace or close the parent's writer from here
+
     def _read_replies(self, proc: subprocess.Popen[bytes], generation: int) -> None:
         """Take one writer's acknowledgements until its pipe closes; a close we did not ask for is a death."""
         assert proc.stdout is not None

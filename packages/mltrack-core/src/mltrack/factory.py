@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import signal
 import sys
 import threading
@@ -14,7 +15,7 @@ import attrs
 
 from mltrack.authoring import plain_detail_keys
 from mltrack.config import SHARED_OPTIONS, TrackingConfig, configure_backend, current_config, on_config_change
-from mltrack.errors import MLTrackError
+from mltrack.errors import MLTrackError, RunStateError
 from mltrack.models import ExperimentStatus, HealthStatus
 from mltrack.plugins import ActiveBackends, PluginHost, get_plugin_host
 from mltrack.repository import ExperimentRepository
@@ -106,6 +107,7 @@ def tracking_session() -> TrackingSession:
         if _session is None:
             _session = build_session(current_config(), _active_backends)
             _handle_sigterm()
+            _close_in_multiprocessing_child()
             _record_exit_codes()
         return _session
 
@@ -329,3 +331,51 @@ def _drain_at_exit() -> None:
         session.close(status, exit_code=code)
     if _backends is not None:
         _backends.close()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no session: the one it inherited is its parent's.
+
+    Runs the parent opened stay the parent's: logging into them here raises
+    :class:`RunStateError` at the first call (the child has no flusher, so its points would
+    never be stored), and the child's exit never closes the parent's writer. A run the
+    child opens gets a session, and a writer, of its own.
+    """
+    global _lock, _session, _backends
+    _lock = threading.RLock()  # a parent thread may have held it at the fork
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a child's owner (a Pool) stops it by SIGTERM
+    session, _session, _backends = _session, None, None
+    if session is not None:
+        parent, child = os.getppid(), os.getpid()
+        session.writer.disown_after_fork(
+            RunStateError(
+                f"this process ({child}) was forked from process {parent}, which opened this run: a "
+                "forked child cannot log into its parent's run (it has no writer for it). Log from "
+                "the parent, open a run of its own here with mltrack.start_run(), or start workers "
+                "with multiprocessing's 'spawn' or 'forkserver' method"
+            )
+        )
+
+
+def _close_in_multiprocessing_child() -> None:
+    """In a multiprocessing worker, finish this process's runs when the worker ends.
+
+    Workers leave through ``os._exit`` (no atexit handlers); multiprocessing's finalizers run
+    before it, so the session closes there, storing everything the worker logged. SIGTERM
+    is left to multiprocessing (a pool's ``terminate``): a run left open then reads CRASHED,
+    with every point its writer received.
+    """
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
+        return
+    from multiprocessing.util import Finalize
+
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a pool stops its workers by SIGTERM
+
+    Finalize(None, _drain_at_exit, exitpriority=100)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

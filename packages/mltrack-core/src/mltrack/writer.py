@@ -317,6 +317,11 @@ class ObservedSink:
         self._stores.close()
         self._observers.close()
 
+    def release_after_fork(self) -> None:
+        release = getattr(self._stores, "release_after_fork", None)
+        if callable(release):
+            release()
+
 
 # File-system errors that waiting does not fix: a store at a path that cannot hold it.
 _PERMANENT_OS_ERRORS = (
@@ -386,6 +391,7 @@ class Writer:
         self._done = 0  # operations the sink confirmed stored (after a barrier)
         self._waiters = 0
         self._error: BaseException | None = None
+        self._disowned = False
         self._closing = False
         self._flush_requested = False
         self._thread = threading.Thread(target=self._run, name="mltrack-writer", daemon=True)
@@ -504,6 +510,9 @@ class Writer:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Hand everything logged so far to the sink and wait; False if ``timeout`` ran out."""
+        if self._disowned:
+            assert self._error is not None
+            raise self._error
         with self._cond:
             self._seal()
             seq = self._seq
@@ -534,10 +543,29 @@ class Writer:
     # --- internals ----------------------------------------------------------------------
 
     def _raise_error(self) -> None:
-        err, self._error = self._error, None
+        err = self._error
         assert err is not None
-        self._retrigger()
+        if not self._disowned:  # a writer left behind by fork stays unusable
+            self._error = None
+            self._retrigger()
         raise err
+
+    def disown_after_fork(self, error: BaseException) -> None:
+        """In a forked child: this writer is the parent's. Every later use raises ``error``.
+
+        The child has no flusher thread, and what it logged would never be stored; its exit
+        must not close the parent's writer. Locks a parent thread held at the fork are
+        replaced, and the sink lets go of what it shares with the parent.
+        """
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._disowned = True
+        self._error = error
+        self._trigger = 0
+        self._queue.clear()  # the parent ships these
+        release = getattr(self._sink, "release_after_fork", None)
+        if callable(release):
+            release()
 
     def _wait_for_space(self) -> None:
         self._seal()
