@@ -125,10 +125,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy (strict) over every distribution's sources."""
+    """mypy (strict) over every distribution's sources and the plugin tutorial's backend."""
     _install_project(session, *TYPE_TOOLS)
     sources = [str(PACKAGES / name / "src") for name in _packages()]
-    session.run("mypy", *sources)
+    session.run("mypy", *sources, str(ROOT / "docs" / "plugins" / "tutorial"))
 
 
 @nox.session

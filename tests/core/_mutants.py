@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from mltrack.hookspecs import RegisterBackend, hookimpl
+from mltrack.memory import MemoryBackend, _StoredRun
 from mltrack.models import (
     ArtifactType,
     ExperimentRun,
@@ -26,7 +27,6 @@ from mltrack.models import (
     ModelArtifact,
     RunFilter,
 )
-from mltrack.memory import MemoryBackend, _StoredRun
 
 # --- dropped fields --------------------------------------------------------------------------
 

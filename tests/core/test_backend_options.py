@@ -14,8 +14,8 @@ from mltrack import hookimpl
 from mltrack.cli import main
 from mltrack.config import TrackingConfig, parse_backend_options
 from mltrack.errors import ConfigurationError
-from mltrack.plugins import PluginHost, get_plugin_host
 from mltrack.memory import MemoryBackend
+from mltrack.plugins import PluginHost, get_plugin_host
 
 pytest.importorskip("mltrack_aim")
 

@@ -14,8 +14,8 @@ import mltrack
 from mltrack import hookimpl
 from mltrack.config import TrackingConfig
 from mltrack.errors import PluginContractError, PluginLoadError
-from mltrack.plugins import PluginHost
 from mltrack.memory import MemoryBackend
+from mltrack.plugins import PluginHost
 
 from _plugin_dists import run_py
 

@@ -10,9 +10,9 @@ import pytest
 from mltrack.config import BackendConfig, TrackingConfig
 from mltrack.errors import BackendError
 from mltrack.hookspecs import RegisterBackend, hookimpl
+from mltrack.memory import MemoryBackend
 from mltrack.plugins import PluginHost
 from mltrack.testing.conformance import Harness
-from mltrack.memory import MemoryBackend
 
 
 class PickyStores:

@@ -47,6 +47,7 @@ import pytest
 from mltrack.config import TrackingConfig
 from mltrack.errors import BackendError, RunNotFoundError
 from mltrack.factory import build_session, open_repository
+from mltrack.memory import clear as clear_memory_store
 from mltrack.models import (
     ArtifactType,
     ExperimentRun,
@@ -58,7 +59,6 @@ from mltrack.models import (
 )
 from mltrack.plugins import PluginHost, get_plugin_host
 from mltrack.repository import ExperimentRepository
-from mltrack.memory import clear as clear_memory_store
 
 __all__ = ["BackendConformance", "Harness"]
 
