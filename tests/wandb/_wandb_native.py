@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,20 @@ def _leet(*args: str) -> str:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
+
+
+def sync_dry_run(root: Path) -> str:
+    """``wandb sync --dry-run`` in ``root``: what W&B would upload from ``root/wandb`` (no server asked)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "wandb", "sync", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=LEET_TIMEOUT,
+        cwd=root,
+        env={k: v for k, v in os.environ.items() if k != "WANDB_SILENT"},  # it would print nothing
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 def leet_summary(folder: Path) -> Any:

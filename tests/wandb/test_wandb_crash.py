@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _wandb_native import leet_history, leet_summary
+from _wandb_native import leet_history, leet_summary, sync_dry_run
 
 from _child import assert_kept_before_window, kill_while_logging, logging_trainer, popen_python, run_python
 
@@ -61,5 +61,6 @@ def test_sigkilled_trainer_reads_crashed_and_wandb_still_reads_its_points(
     assert native["run_id"] == run_id and native["config"] == {"learning_rate": 0.001}
     native_steps = sorted({step for step, _, _ in leet_history(folder)["loss"]})
     assert native_steps == got["steps"]
+    assert f"run-{run_id}.wandb" in sync_dry_run(wandb_root)  # `wandb sync` would upload it
     if writer == "process":  # finished by mltrack's writer process: exit code 137, as after SIGKILL
         assert native["exit_code"] == 137 and native["state"] != "finished"

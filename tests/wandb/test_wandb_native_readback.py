@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _wandb_native import last_per_step, leet_history, leet_summary, same
+from _wandb_native import last_per_step, leet_history, leet_summary, same, sync_dry_run
 from mltrack_wandb.backend import mltrack_id
 
 from _child import run_python
@@ -114,6 +114,9 @@ def test_wandb_reads_config_history_and_summary_as_mltrack_does(wandb_root: Path
         assert all(same(g[1], w[1]) for g, w in zip(got, want)), key
         assert all(abs(g[2] - w[2]) < 1e-6 for g, w in zip(got, want)), key
     assert [p[1] for p in ours["series"]["loss"]][-1] == 123.0
+
+    would_sync = sync_dry_run(wandb_root)  # `wandb sync` takes both folders as runs to upload
+    assert all(f"run-{run_id}.wandb" in would_sync for run_id in ids.values()), would_sync
 
     other = leet_summary(_folder(wandb_root, ids["interrupted"]))
     assert other["exit_code"] == 130 and other["state"] != "finished"

@@ -573,7 +573,7 @@ class WandbBackend(mltrack.Backend):
                         [
                             (_STEP_KEY, str(step)),
                             (_TIMESTAMP_KEY, repr(stamp)),
-                            (_RUNTIME_KEY, repr(max(0.0, stamp - start))),
+                            (_RUNTIME_KEY, repr(stamp - start) if stamp > start else "0.0"),
                         ],
                     )
                     out.append(row)

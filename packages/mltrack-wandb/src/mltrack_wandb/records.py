@@ -116,7 +116,12 @@ def decode(data: bytes, base: int = 0) -> Iterator[tuple[bytes, int]]:
 # keeps them equal.
 
 
+_SMALL_VARINTS = [bytes([v]) if v < 0x80 else bytes([(v & 0x7F) | 0x80, v >> 7]) for v in range(1 << 14)]
+
+
 def _varint(value: int) -> bytes:
+    if value < 1 << 14:
+        return _SMALL_VARINTS[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -141,8 +146,13 @@ def record_info(stream_id: str) -> bytes:
 
 def history_row(num: int, step: int, items: Iterable[tuple[bytes, str]], info: bytes) -> bytes:
     """A serialized ``Record`` holding one history row: ``items`` are (:func:`history_key`, value_json)."""
-    body = bytearray()
+    varint = _varint
+    parts = []
     for key, value in items:
-        body += _field(b"\x0a", key + _field(b"\x82\x01", value.encode()))
-    body += _field(b"\x12", b"\x08" + _varint(step) if step else b"")
-    return b"\x08" + _varint(num) + _field(b"\x12", bytes(body)) + info
+        text = value.encode()
+        item = key + b"\x82\x01" + varint(len(text)) + text
+        parts.append(b"\x0a" + varint(len(item)) + item)
+    step_field = b"\x08" + varint(step) if step else b""
+    parts.append(b"\x12" + varint(len(step_field)) + step_field)
+    body = b"".join(parts)
+    return b"\x08" + varint(num) + b"\x12" + varint(len(body)) + body + info
