@@ -804,6 +804,7 @@ class WandbBackend(mltrack.Backend):
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                cwd=self.root,  # W&B's own logs of the upload go to <root>/wandb/logs, beside the runs
                 start_new_session=True,
             )
         self._uploads.append(_Upload(run_id, process, time.monotonic()))
