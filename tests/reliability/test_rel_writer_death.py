@@ -22,12 +22,11 @@ import pytest
 from _reliability import child_env, popen_python, record, repetitions, run_python, wait_for
 
 TRAINER = """
-import json, sys, time, mltrack, mltrack.factory
+import json, os, sys, time, mltrack, mltrack.factory
 run = mltrack.start_run("writer-death")
 print("run", run.id, flush=True)
-deadline = time.monotonic() + {seconds}
 step = 0
-while time.monotonic() < deadline:
+while not os.path.exists({stop!r}):
     run.log_metric("loss", float(step), step=step)
     step += 1
     if step % 100 == 0:
@@ -65,7 +64,8 @@ def _writer_pid(trainer_pid: int, not_pid: int | None) -> int | None:
 def _kill_writers(backend: str, store: Path, kills: int, seconds: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     env = child_env({"ML_TRACKING_BACKEND": backend, "ML_STORAGE_PATH": str(store), "MLTRACK_WRITER": "process"})
-    trainer = popen_python(TRAINER.format(seconds=seconds), env=env)
+    stop = store.parent / f"stop-{backend}"
+    trainer = popen_python(TRAINER.format(stop=str(stop)), env=env)
     killed: list[int] = []
     start = time.monotonic()
     try:
@@ -77,10 +77,12 @@ def _kill_writers(backend: str, store: Path, kills: int, seconds: float, seed: i
             found: list[int] = []
             assert wait_for(lambda: bool(found.append(_writer_pid(trainer.pid, previous) or 0) or found[-1]), 30)
             if i:
-                time.sleep(rng.uniform(0.2, max(0.3, seconds / (kills + 1))))
+                time.sleep(rng.uniform(0.1, 2 * seconds / kills))
             os.kill(found[-1], signal.SIGKILL)
             killed.append(found[-1])
-        out, err = trainer.communicate(timeout=seconds + 180)
+        time.sleep(rng.uniform(0.2, 1.0))  # the last replacement writer stores, then the run ends
+        stop.touch()
+        out, err = trainer.communicate(timeout=180)
     finally:
         if trainer.poll() is None:
             trainer.kill()

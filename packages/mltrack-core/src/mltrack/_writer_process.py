@@ -70,7 +70,7 @@ def _stats_dict(stats: WriterStats) -> dict[str, Any]:
 # --- the training process's side --------------------------------------------------------
 
 
-MAX_RESTARTS = 5
+MAX_RESTARTS = 10
 """Writers in a row that die before storing anything, after which the trainer gives up (a crash loop)."""
 _COUNTS = ("points_delivered", "points_undelivered", "write_errors", "retries")
 
@@ -222,6 +222,8 @@ class ProcessSink:
                 self._count_lost([op for _, op in pending], self._gave_up)
                 return
             self._stats.writer_restarts += 1
+            if self._fruitless > 1:  # dying as it starts: do not spin, but keep everything
+                time.sleep(min(0.25 * 2 ** (self._fruitless - 2), 1.0))
             created = {op.kwargs["run"].id for _, op in pending if op.hook == "mltrack_create_run"}
             adopt = [run_id for run_id in self._open_runs if run_id not in created]
             points = sum(op.points for _, op in pending)
