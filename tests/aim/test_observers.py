@@ -97,5 +97,7 @@ def test_observer_answering_reads_cannot_be_honoured_and_is_an_error() -> None:
         def mltrack_get_run(self, run_id: str) -> None:
             return None
 
-    with pytest.raises(PluginContractError, match=r"'mltrack_get_run', which only the primary backend is asked"):
+    with pytest.raises(
+        PluginContractError, match=r"'mltrack_get_run', which only the primary backend is asked"
+    ):
         get_plugin_host().register(ReadingObserver(), name="reading-observer")

@@ -93,15 +93,23 @@ print(json.dumps(out))
 
 
 @pytest.mark.parametrize("backend", ["aim", "mlflow"])
-def test_os_fork_child_is_refused_the_parents_run_and_its_own_run_is_stored(backend: str, tmp_path: Path) -> None:
+def test_os_fork_child_is_refused_the_parents_run_and_its_own_run_is_stored(
+    backend: str, tmp_path: Path
+) -> None:
     store = str(tmp_path / backend)
     env = child_env({"ML_TRACKING_BACKEND": backend, "ML_STORAGE_PATH": store})
     parent = run_python(PARENT_AND_CHILD.format(child_file=str(tmp_path / "child-run")), env=env)
     child_run = parent["child_run"]
     assert parent["child_exit"] == 0  # the child got RunStateError naming the fork
-    read = run_python(READ.format(backend=backend, path=store, ids=[parent["parent_run"], child_run]), env=env)
+    read = run_python(
+        READ.format(backend=backend, path=store, ids=[parent["parent_run"], child_run]), env=env
+    )
     parent_read, child_read = read[parent["parent_run"]], read[child_run]
-    record(f"os.fork child ({backend})", parent_points=len(parent_read["steps"]), child_points=len(child_read["steps"]))
+    record(
+        f"os.fork child ({backend})",
+        parent_points=len(parent_read["steps"]),
+        child_points=len(child_read["steps"]),
+    )
     assert parent_read == {"status": "completed", "steps": list(range(4000))}  # the parent lost nothing
     assert child_read == {"status": "completed", "steps": list(range(500))}
 
@@ -113,7 +121,9 @@ def test_multiprocessing_fork_workers_store_their_own_runs(backend: str, tmp_pat
     out = run_python(POOL.format(), env=env)
     assert out["refused"] == "RunStateError"
     read = run_python(READ.format(backend=backend, path=store, ids=[*out["workers"], out["parent"]]), env=env)
-    record(f"multiprocessing fork workers ({backend})", stored=[len(read[w]["steps"]) for w in out["workers"]])
+    record(
+        f"multiprocessing fork workers ({backend})", stored=[len(read[w]["steps"]) for w in out["workers"]]
+    )
     for worker in out["workers"]:
         assert read[worker] == {"status": "completed", "steps": list(range(2000))}
     assert read[out["parent"]] == {"status": "completed", "steps": [0]}

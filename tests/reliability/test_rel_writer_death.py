@@ -63,7 +63,9 @@ def _writer_pid(trainer_pid: int, not_pid: int | None) -> int | None:
 
 def _kill_writers(backend: str, store: Path, kills: int, seconds: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    env = child_env({"ML_TRACKING_BACKEND": backend, "ML_STORAGE_PATH": str(store), "MLTRACK_WRITER": "process"})
+    env = child_env(
+        {"ML_TRACKING_BACKEND": backend, "ML_STORAGE_PATH": str(store), "MLTRACK_WRITER": "process"}
+    )
     stop = store.parent / f"stop-{backend}"
     trainer = popen_python(TRAINER.format(stop=str(stop)), env=env)
     killed: list[int] = []
@@ -75,7 +77,9 @@ def _kill_writers(backend: str, store: Path, kills: int, seconds: float, seed: i
         for i in range(kills):
             previous = killed[-1] if killed else None
             found: list[int] = []
-            assert wait_for(lambda: bool(found.append(_writer_pid(trainer.pid, previous) or 0) or found[-1]), 30)
+            assert wait_for(
+                lambda: bool(found.append(_writer_pid(trainer.pid, previous) or 0) or found[-1]), 30
+            )
             if i:
                 time.sleep(rng.uniform(0.1, 2 * seconds / kills))
             os.kill(found[-1], signal.SIGKILL)
@@ -95,11 +99,18 @@ def _kill_writers(backend: str, store: Path, kills: int, seconds: float, seed: i
 
 
 @pytest.mark.parametrize("backend", ["aim", "mlflow"])
-def test_writer_killed_at_start_up_and_twice_while_logging_loses_nothing(backend: str, tmp_path: Path) -> None:
+def test_writer_killed_at_start_up_and_twice_while_logging_loses_nothing(
+    backend: str, tmp_path: Path
+) -> None:
     result = _kill_writers(backend, tmp_path / backend, kills=3, seconds=4.0, seed=1)
     read = result["read"]
     lost = result["logged"] - len(read["steps"])
-    record(f"writer-only SIGKILL x3 ({backend})", logged=result["logged"], lost=lost, took=round(result["took"], 1))
+    record(
+        f"writer-only SIGKILL x3 ({backend})",
+        logged=result["logged"],
+        lost=lost,
+        took=round(result["took"], 1),
+    )
     assert read["steps"] == list(range(result["logged"]))  # every returned point, once, in order
     assert read["status"] == "completed"
     assert not [t for t in read["tags"] if t.startswith("mltrack:undelivered")]
@@ -115,7 +126,12 @@ def test_writer_killed_ten_times_at_random_loses_nothing(backend: str, tmp_path:
     result = _kill_writers(backend, tmp_path / backend, kills=kills, seconds=12.0, seed=7)
     read = result["read"]
     lost = result["logged"] - len(read["steps"])
-    record(f"writer-only SIGKILL x{kills} ({backend})", logged=result["logged"], lost=lost, took=round(result["took"], 1))
+    record(
+        f"writer-only SIGKILL x{kills} ({backend})",
+        logged=result["logged"],
+        lost=lost,
+        took=round(result["took"], 1),
+    )
     assert read["steps"] == list(range(result["logged"]))
     assert read["status"] == "completed"
     assert result["writer"]["writer_restarts"] == kills

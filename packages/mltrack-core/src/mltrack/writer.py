@@ -232,7 +232,9 @@ class HookSink:
                 continue
             if not self._deliver_to(target, op):
                 failures.append(target.name)
-        if self._counts_points and not any(getattr(t, "is_backend", True) for t in targets if t.name in failures):
+        if self._counts_points and not any(
+            getattr(t, "is_backend", True) for t in targets if t.name in failures
+        ):
             self._stats.points_delivered += op.points
 
     def _deliver_to(self, target: Any, op: Op) -> bool:
