@@ -59,3 +59,14 @@ def test_a_torn_tail_ends_the_log_at_the_last_whole_record() -> None:
     corrupt = bytearray(data)
     corrupt[-3] ^= 0xFF
     assert [raw for raw, _ in records.decode(bytes(corrupt))] == payloads[:2]
+
+
+def test_history_rows_are_told_apart_from_other_records_without_parsing() -> None:
+    row = records.history_row(70_000, 5, [(records.history_key("loss"), "1.5")], records.record_info("r"))
+    assert records.history_num(row) == 70_000
+    summary = pb.Record(num=3)
+    summary.summary.update.add(key="loss", value_json="1.5")
+    assert records.history_num(summary.SerializeToString()) is None
+    no_num = pb.Record()
+    no_num.history.step.num = 1
+    assert records.history_num(no_num.SerializeToString()) == 0

@@ -150,7 +150,9 @@ class RunLog:
     summary: dict[str, Any] = attrs.field(factory=dict)
     exit_code: int | None = None
     runtime: int = 0
-    history: dict[str, tuple[list[int], list[float], list[float]]] = attrs.field(factory=dict)
+    columns: dict[str, tuple[list[int], list[float], list[float]]] = attrs.field(factory=dict)
+    pending_rows: list[bytes] = attrs.field(factory=list)
+    """History records read but not parsed yet: listing runs never needs them."""
     artifacts: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     sidecar: dict[str, Any] = attrs.field(factory=dict)
     sidecar_stamp: tuple[int, int] = (-1, -1)
@@ -172,7 +174,12 @@ class RunLog:
             data = b""
         if data:
             for raw, end in records.decode(data, self.offset):
-                self._apply(pb.Record.FromString(raw))
+                history_num = records.history_num(raw)
+                if history_num is None:
+                    self._apply(pb.Record.FromString(raw))
+                else:
+                    self.last_num = max(self.last_num, history_num)
+                    self.pending_rows.append(raw)
                 self.offset = end
         self._read_sidecar()
         return self
@@ -233,6 +240,15 @@ class RunLog:
         for item in config.remove:
             self.config.pop(item.key, None)
 
+    @property
+    def history(self) -> dict[str, tuple[list[int], list[float], list[float]]]:
+        """Each history key's (steps, values, timestamps), in log order."""
+        if self.pending_rows:
+            for raw in self.pending_rows:
+                self._history(pb.Record.FromString(raw).history)
+            self.pending_rows.clear()
+        return self.columns
+
     def _history(self, row: Any) -> None:
         step = row.step.num if row.HasField("step") else None
         stamp = 0.0
@@ -249,9 +265,9 @@ class RunLog:
             if value is not None:
                 points.append((key, value))
         for key, value in points:
-            cols = self.history.get(key)
+            cols = self.columns.get(key)
             if cols is None:
-                cols = self.history[key] = ([], [], [])
+                cols = self.columns[key] = ([], [], [])
             cols[0].append(step or 0)
             cols[1].append(value)
             cols[2].append(stamp)

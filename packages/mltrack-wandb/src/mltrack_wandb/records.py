@@ -156,3 +156,19 @@ def history_row(num: int, step: int, items: Iterable[tuple[bytes, str]], info: b
     parts.append(b"\x12" + varint(len(step_field)) + step_field)
     body = b"".join(parts)
     return b"\x08" + varint(num) + b"\x12" + varint(len(body)) + body + info
+
+
+def history_num(raw: bytes) -> int | None:
+    """The ``num`` of a serialized ``Record`` if it holds a history row, else None (a peek at its
+    first fields: ``num`` (1) comes first, then the record's kind, ``history`` being field 2)."""
+    num, i = 0, 0
+    if raw[:1] == b"\x08":
+        shift, i = 0, 1
+        while i < len(raw):
+            byte = raw[i]
+            num |= (byte & 0x7F) << shift
+            shift += 7
+            i += 1
+            if byte < 0x80:
+                break
+    return num if raw[i : i + 1] == b"\x12" else None
