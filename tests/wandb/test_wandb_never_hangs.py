@@ -136,3 +136,30 @@ def test_a_trainer_exits_within_the_timeout_of_its_last_log_call(
     assert code == 0, child.stderr.read()[-3000:]
     assert exited_in < TIMEOUT + 10, exited_in
     assert len(list((wandb_root / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_an_upload_that_fails_at_once_is_counted_with_the_fix(
+    wandb_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No API key: ``wandb sync`` ends at once with an error; health names the run and the fix."""
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc holding a key
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:1")
+    config = TrackingConfig(backends=("wandb",), storage_path=str(wandb_root), strict=True, writer="thread")
+    harness = Harness(config)
+    try:
+        run = harness.session.create_run("online")
+        harness.session.finish_run(run)
+        deadline = time.monotonic() + 30
+        while True:
+            (answer,) = [a for name, a in harness.backends.health() if name == "wandb"]
+            if answer.details["uploads_running"] == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert answer.details["upload_failures"] == 1 and answer.details["uploads_done"] == 0
+        assert not answer.is_healthy
+        (issue,) = answer.issues
+        assert f"upload of run {run.id} failed (wandb sync exit code 1)" in issue and "WANDB_API_KEY" in issue
+    finally:
+        harness.close()
