@@ -7,6 +7,8 @@ back in mltrack as W&B shows it, and ``mltrack copy`` moves it to another store.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _wandb_native import last_per_step, leet_history, leet_summary, same, sync_dry_run
+from _wandb_native import last_per_step, leet_history, leet_records, leet_summary, same, sync_dry_run
 from mltrack_wandb.backend import mltrack_id
 
 from _child import run_python
@@ -45,6 +47,10 @@ def _log(root: Path) -> Any:
             run.log_metric("odd", math.inf, step=1)
             run.log_params({{"batch_size": 2048}})
             run.set_tags(["late"])
+            source = {str(root.parent / "policy.zip")!r}
+            with open(source, "wb") as out:
+                out.write(b"policy weights" * 100)
+            run.log_artifact(source, "model", name="models/policy.zip", metadata={{"score": 0.9}})
             run.finish(final_metrics={{"win_rate": 0.68}})
         other = mltrack.start_run("native-readback", name="ppo-b")
         other.log_metric("loss", 9.0, step=1)
@@ -114,6 +120,16 @@ def test_wandb_reads_config_history_and_summary_as_mltrack_does(wandb_root: Path
         assert all(same(g[1], w[1]) for g, w in zip(got, want)), key
         assert all(abs(g[2] - w[2]) < 1e-6 for g, w in zip(got, want)), key
     assert [p[1] for p in ours["series"]["loss"]][-1] == 123.0
+
+    # The artifact: a W&B artifact of type "model" with its metadata and the file's MD5, as W&B records one.
+    (artifact,) = [r["artifact"] for r in leet_records(folder) if r["type"] == "artifact"]
+    (entry,) = artifact["manifest"]["contents"]
+    payload = b"policy weights" * 100
+    assert (artifact["type"], artifact["name"]) == ("model", "models-policy.zip")
+    assert json.loads(artifact["metadata"]) == {"score": 0.9}
+    assert entry["path"] == "models/policy.zip" and int(entry["size"]) == len(payload)
+    assert entry["digest"] == base64.b64encode(hashlib.md5(payload).digest()).decode()
+    assert Path(entry["local_path"]).read_bytes() == payload
 
     would_sync = sync_dry_run(wandb_root)  # `wandb sync` takes both folders as runs to upload
     assert all(f"run-{run_id}.wandb" in would_sync for run_id in ids.values()), would_sync
