@@ -13,6 +13,7 @@ import attrs
 
 from mltrack.authoring import StoreDirectory
 from mltrack.config import BackendConfig, TrackingConfig, configure_backend, parse_backend_options
+from mltrack.errors import ConfigurationError
 from mltrack.settings import env
 
 __all__ = [
@@ -25,7 +26,9 @@ __all__ = [
 
 DEFAULT_ROOT = "./wandb_logs"
 ONLINE_MODES = ("online", "run", "shared")
-"""``WANDB_MODE`` values that upload (W&B's spellings); any other writes offline only."""
+"""``WANDB_MODE`` values that upload (W&B's spellings)."""
+OFFLINE_MODES = ("offline", "dryrun", "disabled")
+"""``WANDB_MODE`` values that write run folders only."""
 
 
 @attrs.frozen(kw_only=True)
@@ -41,7 +44,6 @@ class WandbOptions:
     )
     mode: str | None = attrs.field(
         default=None,
-        validator=attrs.validators.optional(attrs.validators.in_(("offline", "online"))),
         metadata={"help": "offline, or online to upload finished runs with wandb sync (default: WANDB_MODE)"},
     )
     timeout: float | None = attrs.field(
@@ -69,7 +71,13 @@ class WandbSettings:
         """Resolve the options mltrack hands to the ``wandb`` factory (options win over the environment)."""
         options = parse_backend_options("wandb", WandbOptions, config.options)
         store = StoreDirectory.resolve(config, DEFAULT_ROOT, option=options.root, option_name="root")
-        mode = options.mode or str(env("WANDB_MODE") or "offline").strip().lower()
+        mode = (options.mode or env("WANDB_MODE") or "offline").strip().lower()
+        if mode not in ONLINE_MODES + OFFLINE_MODES:
+            setting = "the mode option" if options.mode else "WANDB_MODE"
+            raise ConfigurationError(
+                f"{setting}={mode!r} is not a W&B mode: use offline (write run folders for a later "
+                "`wandb sync`) or online (also upload each finished run)"
+            )
         timeout = float(options.timeout if options.timeout is not None else env("MLTRACK_WANDB_TIMEOUT"))
         return cls(store, mode in ONLINE_MODES, max(timeout, 0.0), options.entity or "")
 
