@@ -77,10 +77,10 @@ class RedisServer:
         self.process = None
 
     def stop(self) -> None:
-        """Stop it and everything in its group."""
+        """Stop it and everything in its group: SIGKILL, as a Redis that persists nothing has nothing to save
+        (SIGTERM costs 0.6 s or more of waiting for Redis's shutdown)."""
         if self.process is not None:
-            self.process.stop(timeout=5)
-            self.process = None
+            self.kill()
 
     def client(self) -> object:
         """A redis-py client answering text."""

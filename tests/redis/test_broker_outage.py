@@ -29,13 +29,12 @@ TRAINER = """
     import json, sys, time
     import mltrack
     from mltrack.factory import health_sync
-    from mltrack_redis.plugin import current_publisher
 
+    import mltrack_redis.plugin
+
+    mltrack_redis.plugin.MAX_BUFFERED_EVENTS = 20  # a small buffer, so a 3 s outage overflows it
     steps = int(sys.argv[1])
     run = mltrack.start_run("outage")
-    while current_publisher() is None:
-        time.sleep(0.01)
-    current_publisher()._max_events = 20  # a small buffer, so a 3 s outage overflows it
     print(run.id, flush=True)
     started = time.monotonic()
     for step in range(steps):

@@ -88,7 +88,13 @@ def test_a_ppo_run_is_followed_live_by_another_process(tmp_path: Path, redis_ser
     assert events[-1]["data"]["status"] == "completed"
 
     # Every point the store holds, the subscriber saw live.
-    seen = {(n, s, v) for e in events if e["type"] == "metrics" for n, s, v, _ts, _ctx in e["data"]["points"]}
+    seen = {
+        (series["name"], step, value)
+        for e in events
+        if e["type"] == "metrics"
+        for series in e["data"]["series"]
+        for step, value in zip(series["steps"], series["values"])
+    }
     repo = mltrack.open_repository("aim", repo_path=str(tmp_path / "aim"))
     stored = {(pt.name, pt.step, pt.value) for pt in repo.get_experiment_metrics_sync(run_id)}
     assert stored and seen == stored
@@ -107,4 +113,4 @@ def test_a_ppo_run_is_followed_live_by_another_process(tmp_path: Path, redis_ser
         if event["type"] == "state" and "progress_done" in event["data"]:
             progress = event["data"]["progress_done"]
         elif event["type"] == "metrics":
-            assert all(step >= progress for _n, step, _v, _t, _c in event["data"]["points"]), progress
+            assert all(step >= progress for series in event["data"]["series"] for step in series["steps"])

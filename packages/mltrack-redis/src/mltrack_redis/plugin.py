@@ -2,8 +2,8 @@
 
 An observer, not a backend: with ``MLTRACK_REDIS_URL`` set, every run of this process is
 published live to that Redis (see :mod:`mltrack_redis.protocol`); unset, each hook returns at
-once. Hooks run in mltrack's flusher thread and only hand their arguments to the publisher's
-buffer. It also adds ``mltrack watch``. Nothing heavy is imported until a run is published or
+once. Hooks run in mltrack's flusher thread and only hand their arguments to a bounded buffer;
+a publisher process of its own (started with the first run) encodes and sends them. It also adds ``mltrack watch``. Nothing heavy is imported until a run is published or
 the command runs, so loading mltrack's plugins stays cheap.
 """
 
@@ -21,18 +21,23 @@ from mltrack.settings import env
 if TYPE_CHECKING:
     import click
 
-    from mltrack_redis.publisher import Publisher
+    from mltrack_redis.publisher import PublisherProcess
 
 __all__ = ["current_publisher", "reset_publisher"]
 
 FINISH_WAIT = 2.0
 """Seconds a run's end waits for its ``finished`` event to reach Redis (never while Redis is down)."""
 
+MAX_BUFFERED_EVENTS = 20_000
+"""Events held while Redis is slow or down (each side of the publisher process) before new ones are dropped."""
+MAX_BUFFERED_POINTS = 500_000
+"""Metric points held likewise: a bound on memory, whatever the flush size."""
+
 _lock = threading.Lock()
-_publisher: Publisher | None = None
+_publisher: PublisherProcess | None = None
 
 
-def current_publisher(create: bool = False) -> Publisher | None:
+def current_publisher(create: bool = False) -> PublisherProcess | None:
     """The publisher for ``MLTRACK_REDIS_URL`` (created when ``create`` and the URL is set), else None.
 
     The URL is read when a run starts, so a change of the variable takes effect with the next run.
@@ -42,14 +47,18 @@ def current_publisher(create: bool = False) -> Publisher | None:
         return _publisher
     url = env("MLTRACK_REDIS_URL")
     with _lock:
-        if _publisher is not None and (not url or _publisher.url != url):
+        if _publisher is not None and (not url or _publisher.url != url or not _publisher.alive):
             _publisher.close(timeout=0.5)
             _publisher = None
         if url and _publisher is None:
-            from mltrack_redis.publisher import Publisher
+            from mltrack_redis.publisher import PublisherProcess
 
-            _publisher = Publisher(
-                url, stall_after=env("MLTRACK_REDIS_STALL_AFTER"), dead_after=env("MLTRACK_REDIS_DEAD_AFTER")
+            _publisher = PublisherProcess(
+                url,
+                stall_after=env("MLTRACK_REDIS_STALL_AFTER"),
+                dead_after=env("MLTRACK_REDIS_DEAD_AFTER"),
+                max_buffered_events=MAX_BUFFERED_EVENTS,
+                max_buffered_points=MAX_BUFFERED_POINTS,
             )
         return _publisher
 
@@ -73,7 +82,7 @@ def mltrack_create_run(run: ExperimentRun) -> None:
 
 @hookimpl
 def mltrack_log_metrics(run_id: str, batch: MetricBatch) -> None:
-    """Publish a flush's points (one stream entry per 2,000)."""
+    """Publish a flush's points (a stream entry per 5,000 at most)."""
     if _publisher is not None:
         _publisher.submit("metrics", run_id, batch, len(batch))
 

@@ -11,6 +11,7 @@ state, so a restarted (empty) Redis is whole again within a second.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -30,12 +31,12 @@ from redis.retry import Retry
 from mltrack.models import ExperimentRun, ExperimentStatus, MetricBatch, ModelArtifact
 from mltrack_redis import protocol as p
 
-__all__ = ["Publisher", "PublisherStats", "safe_url"]
+__all__ = ["Publisher", "PublisherProcess", "PublisherStats", "safe_url"]
 
 log = logging.getLogger("mltrack.redis")
 
-MAX_POINTS_PER_ENTRY = 2_000
-"""Metric points per stream entry: a flush of 50,000 points becomes 25 entries, none huge."""
+MAX_POINTS_PER_ENTRY = 5_000
+"""Metric points per stream entry at most: a flush of 50,000 points becomes 10 entries, none huge."""
 MAX_OPS_PER_ROUND = 500
 """Buffered events sent in one pipeline."""
 ALWAYS_KEPT = frozenset({"started", "finished"})
@@ -90,8 +91,11 @@ class Publisher:
         max_buffered_points: int = 500_000,
         max_buffered_events: int = 20_000,
         stream_maxlen: int = p.STREAM_MAXLEN,
+        pid: int | None = None,
     ) -> None:
         self.url = url
+        self._pid = os.getpid() if pid is None else pid
+        """The training process's id, published with each run (this may be a publisher process)."""
         self.stats = PublisherStats()
         self._stall_ms = max(1, int(stall_after * 1000))
         self._dead_ms = max(1, int(dead_after * 1000))
@@ -301,7 +305,7 @@ class Publisher:
             "status": p.RUNNING,
             "started": start or "",
             "host": self._host,
-            "pid": str(os.getpid()),
+            "pid": str(self._pid),
         }
         state = self._runs[run_id] = _RunState(fields)
         data = {
@@ -311,7 +315,7 @@ class Publisher:
             "tags": list(run.tags),
             "start_time": start,
             "host": self._host,
-            "pid": os.getpid(),
+            "pid": self._pid,
         }
         self._xadd(pipe, run_id, "started", data, event=True)
         self._write_state(pipe, run_id, state)
@@ -319,16 +323,21 @@ class Publisher:
         pipe.delete(p.announce_key(run_id, p.CRASHED), p.announce_key(run_id, p.STALLED))
 
     def _on_metrics(self, pipe: Any, run_id: str, batch: MetricBatch) -> None:
-        rows = p.metric_points(list(batch.groups()))
-        for i in range(0, len(rows), MAX_POINTS_PER_ENTRY):
-            self._xadd(pipe, run_id, "metrics", {"points": rows[i : i + MAX_POINTS_PER_ENTRY]})
+        entries = p.metric_entries(list(batch.groups()), MAX_POINTS_PER_ENTRY)
+        for entry in entries:
+            self._xadd(pipe, run_id, "metrics", {"series": entry})
         run = self._runs.get(run_id)
         if run is not None:
-            for name, step, value, _ts, context in rows:
-                key = name if not context else f"{name}{p.dumps(context)}"
-                last = run.metrics.get(key)
-                if last is None or step >= last[0]:
-                    run.metrics[key] = [step, value]
+            for entry in entries:
+                for series in entry:
+                    steps = series["steps"]
+                    top = max(steps)
+                    at = len(steps) - 1 - steps[::-1].index(top)  # the last value logged at the top step
+                    context = series["context"]
+                    key = series["name"] if not context else f"{series['name']}{p.dumps(context)}"
+                    last = run.metrics.get(key)
+                    if last is None or top >= last[0]:
+                        run.metrics[key] = [top, series["values"][at]]
             pipe.hset(p.state_key(run_id), "metrics", p.dumps(run.metrics))
         self._touch(pipe, run_id)
 
@@ -376,3 +385,188 @@ class Publisher:
         self._runs.pop(run_id, None)
         pipe.delete(p.state_key(run_id), p.stream_key(run_id), p.alive_key(run_id), p.active_key(run_id))
         pipe.zrem(p.RUNS, run_id)
+
+
+class PublisherProcess:
+    """The training process's side of the publisher process (:mod:`mltrack_redis._process`).
+
+    ``submit`` appends to a bounded buffer and returns; a thread pickles what is buffered into
+    the publisher process's stdin, which encodes it and sends it to Redis on another core. Drops
+    on either side are counted; ``stats`` adds them up.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stall_after: float,
+        dead_after: float,
+        max_buffered_points: int = 500_000,
+        max_buffered_events: int = 20_000,
+    ) -> None:
+        import subprocess
+        import sys
+
+        from mltrack_redis import _process
+
+        self.url = url
+        self._max_points = max_buffered_points
+        self._max_events = max_buffered_events
+        self._own = PublisherStats()  # what this side dropped
+        self._remote: dict[str, Any] = {}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "mltrack_redis._process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self._proc.stdin is not None
+        self._stdin = self._proc.stdin
+        self._send = _process.send
+        self._send(
+            self._stdin,
+            (
+                "config",
+                {
+                    "url": url,
+                    "stall_after": stall_after,
+                    "dead_after": dead_after,
+                    "max_buffered_points": max_buffered_points,
+                    "max_buffered_events": max_buffered_events,
+                    "pid": os.getpid(),
+                },
+            ),
+        )
+        self._cond = threading.Condition()
+        self._buffer: deque[tuple[str, str, Any, int]] = deque()
+        self._buffered_points = 0
+        self._syncs: deque[tuple[int, float]] = deque()
+        self._seq = 0
+        self._acked = 0
+        self._closing = False
+        self.alive = True
+        """False once the publisher process is gone; the next run starts a new one."""
+        self._shipper = threading.Thread(target=self._ship, name="mltrack-redis-shipper", daemon=True)
+        self._reader = threading.Thread(target=self._read, name="mltrack-redis-reader", daemon=True)
+        self._shipper.start()
+        self._reader.start()
+
+    def submit(self, kind: str, run_id: str, payload: Any, points: int = 0) -> None:
+        """Buffer one event and return at once; drop it (counted) when the buffer is full or the process gone."""
+        with self._cond:
+            full = len(self._buffer) >= self._max_events or self._buffered_points + points > self._max_points
+            if not self.alive or (full and kind not in ALWAYS_KEPT):
+                self._own.dropped_events += 1
+                self._own.dropped_points += points
+                return
+            self._buffer.append((kind, run_id, payload, points))
+            self._buffered_points += points
+            self._cond.notify()
+
+    def wait_sent(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until everything submitted reached Redis (or was dropped).
+
+        Returns at once while Redis is unreachable: a run's end must not wait for the broker.
+        """
+        if self._remote.get("connected") is False:
+            return False
+        with self._cond:
+            self._seq += 1
+            seq = self._seq
+            self._syncs.append((seq, timeout))
+            self._cond.notify()
+            deadline = time.monotonic() + timeout + 0.5
+            while self._acked < seq and self.alive:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return self._acked >= seq
+
+    @property
+    def stats(self) -> PublisherStats:
+        """Both sides' counters added up."""
+        remote = self._remote
+        own = self._own
+        return PublisherStats(
+            published_events=remote.get("published_events", 0),
+            published_points=remote.get("published_points", 0),
+            dropped_events=remote.get("dropped_events", 0) + own.dropped_events,
+            dropped_points=remote.get("dropped_points", 0) + own.dropped_points,
+            send_errors=remote.get("send_errors", 0),
+            reconnects=remote.get("reconnects", 0),
+            connected=remote.get("connected") if self.alive else False,
+            last_error=own.last_error or remote.get("last_error"),
+        )
+
+    @property
+    def buffered(self) -> int:
+        """Events waiting here and in the publisher process."""
+        return len(self._buffer) + int(self._remote.get("buffered_events", 0))
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Send what is buffered (up to ``timeout`` seconds), then end the publisher process."""
+        import subprocess
+
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._shipper.join(timeout + 1)
+        try:
+            self._proc.wait(timeout + 2)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(1)
+
+    def _ship(self) -> None:
+        """Pickle what is buffered into the publisher process, in order, a round at a time."""
+        while True:
+            with self._cond:
+                while not (self._buffer or self._syncs or self._closing):
+                    self._cond.wait()
+                ops = list(self._buffer)
+                self._buffer.clear()
+                self._buffered_points = 0
+                syncs = list(self._syncs)
+                self._syncs.clear()
+                closing = self._closing
+            try:
+                if ops:
+                    self._send(self._stdin, ("ops", ops))
+                for seq, timeout in syncs:
+                    self._send(self._stdin, ("sync", seq, timeout))
+                if closing:
+                    self._send(self._stdin, ("close", 2.0))
+                    self._stdin.close()
+                    return
+            except (BrokenPipeError, OSError, ValueError) as exc:
+                self._gone(f"the publisher process ended ({type(exc).__name__}: {exc})", ops)
+                return
+
+    def _read(self) -> None:
+        """Take the publisher process's reports: counters, and acknowledgements of ``wait_sent``."""
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue
+            with self._cond:
+                self._remote = report.get("stats") or self._remote
+                if report.get("ack") is not None:
+                    self._acked = max(self._acked, int(report["ack"]))
+                self._cond.notify_all()
+        if not self._closing:
+            self._gone(f"the publisher process exited with code {self._proc.wait()}", [])
+
+    def _gone(self, why: str, lost: list[tuple[str, str, Any, int]]) -> None:
+        with self._cond:
+            if self.alive:
+                log.error("mltrack-redis: %s; live monitoring stops until the next run", why)
+            self.alive = False
+            self._own.last_error = why
+            self._own.dropped_events += len(lost) + len(self._buffer)
+            self._own.dropped_points += sum(op[3] for op in lost) + self._buffered_points
+            self._buffer.clear()
+            self._buffered_points = 0
+            self._cond.notify_all()

@@ -131,10 +131,11 @@ class Board:
             event = p.decode_entry(entry_id, fields)
             if event is None or event.type != "metrics":
                 continue
-            for name, _step, value, _ts, context in event.data.get("points", ()):
-                label = name if not context else f"{name}{json.dumps(context, separators=(',', ':'))}"
-                series = history.setdefault(label, deque(maxlen=HISTORY))
-                series.append(float("nan") if value is None else float(value))
+            for point in event.points:
+                label = point.name
+                if point.context:
+                    label += json.dumps(dict(point.context), separators=(",", ":"))
+                history.setdefault(label, deque(maxlen=HISTORY)).append(point.value)
 
     def _chosen(self, run_id: str) -> list[str]:
         names = list(self._history.get(run_id, {}))
