@@ -167,7 +167,8 @@ class Board:
             done, total = state.get("progress_done"), state.get("progress_total")
             progress = _bar(float(done), float(total)) if isinstance(done, (int, float)) and total else "-"
             progress += f" {_number(done)}/{_number(total)}" if progress != "-" else ""
-            eta = _duration(state.get("eta_seconds")) if progress != "-" and status == "running" else "-"
+            running = status == "running" and row["flag"] is None
+            eta = _duration(state.get("eta_seconds")) if progress != "-" and running else "-"
             lines = []
             history = self._history.get(row["id"], {})
             for name in self._chosen(row["id"]):
