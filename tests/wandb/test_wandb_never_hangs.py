@@ -106,7 +106,7 @@ def test_health_counts_a_stopped_upload_with_the_fix(wandb_root: Path, online_en
     run = harness.session.create_run("online")
     harness.session.finish_run(run)
     harness.close()
-    backend._start_upload(run.id, next((wandb_root / "wandb").glob(f"*-{run.id}")))
+    backend.uploads.start(run.id, next((wandb_root / "wandb").glob(f"*-{run.id}")))
     assert backend.wait_for_uploads(timeout=0.5) is False
     health = backend.mltrack_health()
     assert not health.is_healthy

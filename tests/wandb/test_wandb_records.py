@@ -7,7 +7,7 @@ import random
 
 import pytest
 from mltrack_wandb import records
-from mltrack_wandb.backend import pb
+from mltrack_wandb.runlog import pb
 
 
 @pytest.mark.parametrize(("num", "step"), [(1, 0), (2, 1), (300, 127), (2**40, 2**33)])

@@ -17,8 +17,8 @@ Layout and mapping (what ``wandb.init(mode="offline")`` would have written):
   detection, metric contexts, the exact end time) -> ``mltrack-run.json`` beside the log,
   which W&B ignores.
 
-Reads parse the logs incrementally (each file from where the last read stopped), so a reader
-sees every record a writer has appended. Offline folders W&B itself wrote read as runs too.
+Reads come from the logs alone (:mod:`mltrack_wandb.runlog`); offline folders W&B itself
+wrote read as runs too. Uploads (``WANDB_MODE=online``) are :mod:`mltrack_wandb.uploads`.
 """
 
 from __future__ import annotations
@@ -27,95 +27,55 @@ import base64
 import contextlib
 import hashlib
 import json
-import logging
 import math
 import os
 import re
 import secrets
 import shutil
-import signal
 import string
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 import attrs
 import wandb
-from wandb.proto import wandb_internal_pb2
 
 import mltrack
-from mltrack.authoring import SeriesBuilder, WriterRecord, artifact_path, health_status, run_status
+from mltrack.authoring import SeriesBuilder, WriterRecord, artifact_path, health_status
 from mltrack.config import BackendConfig
 from mltrack.errors import BackendError, RunNotFoundError
 from mltrack.models import ArtifactType, ExperimentStatus, to_plain
 from mltrack.tracker import final_metric_key
 from mltrack_wandb import records
+from mltrack_wandb.runlog import (
+    ARTIFACTS,
+    EXIT_CODES,
+    MLTRACK_ID,
+    RUN_FOLDER,
+    RUN_ID,
+    SIDECAR,
+    WANDB_FOLDER,
+    RunLog,
+    mltrack_id,
+    pb,
+    read_run,
+)
 from mltrack_wandb.settings import WandbSettings
+from mltrack_wandb.uploads import Uploads
 
-__all__ = ["RunLog", "WandbBackend", "read_run"]
+__all__ = ["RunLog", "WandbBackend", "mltrack_id", "read_run"]
 
-log = logging.getLogger("mltrack.wandb")
-pb: Any = wandb_internal_pb2  # generated per protobuf version: no type stubs
-
-WANDB_FOLDER = "wandb"
-SIDECAR = "mltrack-run.json"
-ARTIFACTS = "artifacts"
-_RUN_FOLDER = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-([A-Za-z0-9_-]{1,128})$")
-_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_MLTRACK_ID = re.compile(r"^[0-9a-f]{24}$")
 _PROJECT_UNSAFE = re.compile(r"[/\\#?%:\x00-\x1f\x7f]")
 _ARTIFACT_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-EXIT_CODES = {
-    ExperimentStatus.COMPLETED: 0,
-    ExperimentStatus.FAILED: 1,
-    ExperimentStatus.INTERRUPTED: 130,
-    ExperimentStatus.CRASHED: 137,
-}
-_STATUS_OF_CODE = {code: status for status, code in EXIT_CODES.items()}
 _ID_CHARS = string.ascii_lowercase + string.digits
-
-
-def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
 
 
 def _number_json(value: float) -> str:
     """A float as W&B writes it in ``value_json`` (``NaN``, ``Infinity`` as JSON text allows)."""
     return repr(value) if math.isfinite(value) else json.dumps(value)
-
-
-def _number(text: str) -> float | None:
-    """A ``value_json`` as a float, or None for anything not a number (text, media, booleans)."""
-    try:
-        return float(text)  # "1.5", "NaN", "Infinity", "-Infinity"
-    except ValueError:
-        pass
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def mltrack_id(wandb_id: str) -> str:
-    """mltrack's id of a W&B run: its own id for a run mltrack wrote (24 hex characters, as every
-    mltrack id), else one derived from W&B's (``pqv4z8qo``), stable, in mltrack's form, so the run
-    can be copied to any store."""
-    if _MLTRACK_ID.match(wandb_id):
-        return wandb_id
-    return hashlib.sha256(f"wandb:{wandb_id}".encode()).hexdigest()[:24]
 
 
 def project_name(experiment: str) -> str:
@@ -126,233 +86,6 @@ def project_name(experiment: str) -> str:
 def artifact_collection(name: str) -> str:
     """The W&B artifact name of an mltrack artifact name (``models/best.zip`` -> ``models-best.zip``)."""
     return _ARTIFACT_UNSAFE.sub("-", name)[:128]
-
-
-# --- reading a run's log ---------------------------------------------------------------------
-
-
-@attrs.define
-class RunLog:
-    """What a run's ``.wandb`` log (and mltrack's sidecar) say, parsed up to ``offset``."""
-
-    folder: Path
-    run_id: str
-    offset: int = 0
-    inode: int = -1
-    last_num: int = 0
-    project: str = ""
-    entity: str = ""
-    name: str = ""
-    notes: str = ""
-    tags: list[str] = attrs.field(factory=list)
-    start: datetime | None = None
-    config: dict[str, Any] = attrs.field(factory=dict)
-    summary: dict[str, Any] = attrs.field(factory=dict)
-    exit_code: int | None = None
-    runtime: int = 0
-    columns: dict[str, tuple[list[int], list[float], list[float]]] = attrs.field(factory=dict)
-    pending_rows: list[bytes] = attrs.field(factory=list)
-    """History records read but not parsed yet: listing runs never needs them."""
-    artifacts: dict[str, dict[str, Any]] = attrs.field(factory=dict)
-    sidecar: dict[str, Any] = attrs.field(factory=dict)
-    sidecar_stamp: tuple[int, int] = (-1, -1)
-
-    @property
-    def path(self) -> Path:
-        return self.folder / f"run-{self.run_id}.wandb"
-
-    def refresh(self) -> RunLog:
-        """Read what was appended since the last call (all of it for a new or replaced file)."""
-        try:
-            with self.path.open("rb") as handle:
-                inode = os.fstat(handle.fileno()).st_ino
-                if inode != self.inode or os.fstat(handle.fileno()).st_size < self.offset:
-                    self._reset(inode)
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            data = b""
-        if data:
-            for raw, end in records.decode(data, self.offset):
-                history_num = records.history_num(raw)
-                if history_num is None:
-                    self._apply(pb.Record.FromString(raw))
-                else:
-                    self.last_num = max(self.last_num, history_num)
-                    self.pending_rows.append(raw)
-                self.offset = end
-        self._read_sidecar()
-        return self
-
-    def _reset(self, inode: int) -> None:
-        fresh = RunLog(self.folder, self.run_id)
-        for field in attrs.fields(RunLog):
-            setattr(self, field.name, getattr(fresh, field.name))
-        self.inode = inode
-
-    def _read_sidecar(self) -> None:
-        path = self.folder / SIDECAR
-        try:
-            st = path.stat()
-            stamp = (st.st_size, st.st_mtime_ns)
-            if stamp != self.sidecar_stamp:
-                self.sidecar = json.loads(path.read_text())
-                self.sidecar_stamp = stamp
-        except (OSError, ValueError):
-            return
-
-    def _apply(self, record: Any) -> None:
-        self.last_num = max(self.last_num, record.num)
-        kind = record.WhichOneof("record_type")
-        if kind == "history":
-            self._history(record.history)
-        elif kind == "summary":
-            for item in record.summary.update:
-                self.summary[".".join(item.nested_key) if item.nested_key else item.key] = _json(
-                    item.value_json
-                )
-            for item in record.summary.remove:
-                self.summary.pop(".".join(item.nested_key) if item.nested_key else item.key, None)
-        elif kind == "config":
-            self._config(record.config)
-        elif kind == "run":
-            run = record.run
-            self.project, self.entity = run.project or self.project, run.entity or self.entity
-            self.name, self.notes = run.display_name, run.notes
-            self.tags = list(run.tags)
-            if run.HasField("start_time"):
-                self.start = run.start_time.ToDatetime(tzinfo=timezone.utc)
-            self._config(run.config)
-        elif kind == "exit":
-            self.exit_code, self.runtime = record.exit.exit_code, record.exit.runtime
-        elif kind == "artifact":
-            self._artifact(record.artifact)
-
-    def _config(self, config: Any) -> None:
-        for item in config.update:
-            if item.nested_key:
-                target = self.config
-                for part in item.nested_key[:-1]:
-                    target = target.setdefault(part, {})
-                target[item.nested_key[-1]] = _json(item.value_json)
-            else:
-                self.config[item.key] = _json(item.value_json)
-        for item in config.remove:
-            self.config.pop(item.key, None)
-
-    @property
-    def history(self) -> dict[str, tuple[list[int], list[float], list[float]]]:
-        """Each history key's (steps, values, timestamps), in log order."""
-        if self.pending_rows:
-            for raw in self.pending_rows:
-                self._history(pb.Record.FromString(raw).history)
-            self.pending_rows.clear()
-        return self.columns
-
-    def _history(self, row: Any) -> None:
-        step = row.step.num if row.HasField("step") else None
-        stamp = 0.0
-        points = []
-        for item in row.item:
-            key = ".".join(item.nested_key) if item.nested_key else item.key
-            if key.startswith("_"):
-                if key == "_timestamp":
-                    stamp = _number(item.value_json) or 0.0
-                elif key == "_step" and step is None:
-                    step = int(_number(item.value_json) or 0)
-                continue
-            value = _number(item.value_json)
-            if value is not None:
-                points.append((key, value))
-        for key, value in points:
-            cols = self.columns.get(key)
-            if cols is None:
-                cols = self.columns[key] = ([], [], [])
-            cols[0].append(step or 0)
-            cols[1].append(value)
-            cols[2].append(stamp)
-
-    def _artifact(self, artifact: Any) -> None:
-        extra_meta = _json(artifact.metadata) if artifact.metadata else {}
-        for entry in artifact.manifest.contents:
-            extra = {e.key: _json(e.value_json) for e in entry.extra}
-            self.artifacts[entry.path] = {
-                "type": extra.get("mltrack_type", artifact.type),
-                "metadata": extra_meta if isinstance(extra_meta, dict) else {},
-                "size": entry.size or None,
-                "sha256": extra.get("sha256"),
-                "local_path": entry.local_path,
-            }
-
-    # --- what mltrack reads -------------------------------------------------------------
-
-    @property
-    def experiment(self) -> str:
-        return str(self.sidecar.get("experiment") or self.project or "uncategorized")
-
-    def metric_name(self, key: str) -> tuple[str, dict[str, Any]]:
-        """The metric name and context behind a history key."""
-        known = self.sidecar.get("metrics", {}).get(key)
-        if isinstance(known, list) and len(known) == 2 and isinstance(known[1], dict):
-            return str(known[0]), known[1]
-        return key, {}
-
-    def stored_status(self) -> ExperimentStatus:
-        if self.exit_code is None:
-            return ExperimentStatus.RUNNING
-        return _STATUS_OF_CODE.get(self.exit_code, ExperimentStatus.FAILED)
-
-    def writer(self) -> WriterRecord | None:
-        return WriterRecord.from_json(self.sidecar.get("writer"))
-
-    def latest(self) -> dict[str, float]:
-        """The summary's numbers: W&B's latest value of each metric, and the final metrics."""
-        out = {}
-        for key, value in self.summary.items():
-            if key.startswith("_") or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            out[key] = float(value)
-        return out
-
-    def summary_of(self) -> mltrack.ExperimentSummary:
-        status = run_status(self.stored_status(), self.writer())
-        start = self.start or _utc(self.path.stat().st_mtime if self.path.exists() else 0)
-        end: datetime | None = None
-        if status.is_finished:
-            stored_end = self.sidecar.get("end_time")
-            if isinstance(stored_end, str):
-                end = datetime.fromisoformat(stored_end)
-            elif self.exit_code is not None:
-                end = start + timedelta(seconds=self.runtime)
-            else:  # a dead writer's run: it ended by its last write
-                end = max(start, _utc(self.path.stat().st_mtime))
-        config = {k: v for k, v in self.config.items() if k != "_wandb"}
-        return mltrack.ExperimentSummary(
-            experiment_id=mltrack_id(self.run_id),
-            name=self.name or self.run_id,
-            status=status,
-            start_time=start,
-            end_time=end,
-            config=config,
-            final_metrics=self.latest(),
-            tags=tuple(
-                t for t in self.tags if 0 < len(t) <= mltrack.models.MAX_NAME_LENGTH and t.isprintable()
-            ),
-            experiment_name=self.experiment,
-            description=self.notes or None,
-        )
-
-
-def read_run(folder: str | os.PathLike[str]) -> RunLog | None:
-    """Parse one W&B run folder (``.../offline-run-<time>-<id>``); None if it holds no run log."""
-    path = Path(folder)
-    match = _RUN_FOLDER.match(path.name)
-    if match is None or not (path / f"run-{match.group(1)}.wandb").is_file():
-        return None
-    return RunLog(path, match.group(1)).refresh()
-
-
-# --- writing ----------------------------------------------------------------------------------
 
 
 @attrs.define
@@ -385,13 +118,6 @@ _TIMESTAMP_KEY = records.history_key("_timestamp")
 _RUNTIME_KEY = records.history_key("_runtime")
 
 
-@attrs.define
-class _Upload:
-    run_id: str
-    process: subprocess.Popen[bytes]
-    started: float
-
-
 class WandbBackend(mltrack.Backend):
     """mltrack's hooks over W&B offline run folders under ``<root>/wandb``."""
 
@@ -405,29 +131,28 @@ class WandbBackend(mltrack.Backend):
         self._open: dict[str, _OpenRun] = {}
         self._logs: dict[Path, RunLog] = {}
         self._folders: dict[str, Path] = {}
-        self._uploads: list[_Upload] = []
-        self._upload_failures: list[str] = []
-        self._uploaded = 0
+        self.uploads = Uploads(self.root)
         self._writer = WriterRecord.current().to_json()
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> WandbBackend:
+        """The backend for the configuration mltrack hands its factory."""
         return cls(WandbSettings.from_config(config))
 
     # --- folders ------------------------------------------------------------------------
 
     def _folder(self, run_id: str) -> Path | None:
         """The run folder of exactly mltrack id ``run_id`` (user input: anything not an id is no run)."""
-        if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        if not isinstance(run_id, str) or not RUN_ID.match(run_id):
             return None
         known = self._folders.get(run_id)
         if known is not None and known.is_dir():
             return known
         if not self.runs_dir.is_dir():
             return None
-        pattern = f"*run-*-{run_id}" if _MLTRACK_ID.match(run_id) else "*run-*-*"
+        pattern = f"*run-*-{run_id}" if MLTRACK_ID.match(run_id) else "*run-*-*"
         for path in self.runs_dir.glob(pattern):
-            match = _RUN_FOLDER.match(path.name)
+            match = RUN_FOLDER.match(path.name)
             if match is None or not (path / f"run-{match.group(1)}.wandb").is_file():
                 continue
             self._folders[mltrack_id(match.group(1))] = path
@@ -436,7 +161,8 @@ class WandbBackend(mltrack.Backend):
         return None
 
     def _log(self, folder: Path) -> RunLog | None:
-        match = _RUN_FOLDER.match(folder.name)
+        """The run in ``folder``, read up to what was appended last (cached per folder); None if none."""
+        match = RUN_FOLDER.match(folder.name)
         if match is None:
             return None
         cached = self._logs.get(folder)
@@ -446,10 +172,11 @@ class WandbBackend(mltrack.Backend):
         return cached if cached.start is not None or cached.last_num else None
 
     def _scan(self) -> Iterator[RunLog]:
+        """Every run folder under ``<root>/wandb``, mltrack's and W&B's own."""
         if not self.runs_dir.is_dir():
             return
         for path in self.runs_dir.iterdir():
-            if _RUN_FOLDER.match(path.name) and path.is_dir():
+            if RUN_FOLDER.match(path.name) and path.is_dir():
                 found = self._log(path)
                 if found is not None:
                     self._folders.setdefault(mltrack_id(found.run_id), path)
@@ -476,6 +203,7 @@ class WandbBackend(mltrack.Backend):
         state.offset += len(data)
 
     def _run_record(self, state: _OpenRun) -> Any:
+        """The run record W&B keeps of a run: id, project, name, notes, tags, start, config."""
         rec = pb.Record()
         run = rec.run
         run.run_id = state.log.run_id
@@ -496,6 +224,7 @@ class WandbBackend(mltrack.Backend):
         return rec
 
     def _write_sidecar(self, state: _OpenRun, **changes: Any) -> None:
+        """Update ``mltrack-run.json``, replaced whole so readers never see half of it."""
         path = state.log.folder / SIDECAR
         current = dict(state.log.sidecar)
         current.update(changes)
@@ -725,7 +454,7 @@ class WandbBackend(mltrack.Backend):
             state.handle.close()
             self._open.pop(run_id, None)
             if self.settings.online:
-                self._start_upload(run_id, state.log.folder)
+                self.uploads.start(run_id, state.log.folder)
 
     @mltrack.hookimpl
     def mltrack_delete_run(self, run_id: str) -> None:
@@ -744,6 +473,7 @@ class WandbBackend(mltrack.Backend):
     # --- reads --------------------------------------------------------------------------
 
     def _read(self, run_id: str) -> RunLog | None:
+        """The run with exactly mltrack id ``run_id``, read to its end; None if there is none."""
         folder = self._folder(run_id)
         return None if folder is None else self._log(folder)
 
@@ -807,73 +537,24 @@ class WandbBackend(mltrack.Backend):
                 )
             return out
 
-    # --- uploads (WANDB_MODE=online), health, closing -----------------------------------------
-
-    def _start_upload(self, run_id: str, folder: Path) -> None:
-        """``wandb sync <folder>`` in a process group of its own: training never waits for it."""
-        self._reap()
-        logs = folder / "logs"
-        logs.mkdir(exist_ok=True)
-        with (logs / "mltrack-sync.log").open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "wandb", "sync", str(folder)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.root,  # W&B's own logs of the upload go to <root>/wandb/logs, beside the runs
-                start_new_session=True,
-            )
-        self._uploads.append(_Upload(run_id, process, time.monotonic()))
-
-    def _reap(self) -> None:
-        """Count the uploads that ended: done, or failed (named in health with the fix)."""
-        running = []
-        for upload in self._uploads:
-            code = upload.process.poll()
-            if code is None:
-                running.append(upload)
-            elif code == 0:
-                self._uploaded += 1
-            else:
-                self._upload_failures.append(
-                    f"upload of run {upload.run_id} failed (wandb sync exit code {code})"
-                )
-        self._uploads = running
-
-    def _stop_uploads(self, reason: str) -> None:
-        for upload in self._uploads:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(upload.process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                upload.process.wait(timeout=5)
-            self._upload_failures.append(f"upload of run {upload.run_id} {reason}")
-        self._uploads = []
+    # --- uploads, health, closing ---------------------------------------------------------
 
     def wait_for_uploads(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds (default: the backend's timeout) for uploads, then stop
-        the rest (counted as failed). True if every upload ended by itself."""
-        limit = self.settings.timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
+        """Wait up to ``timeout`` seconds (default: the backend's timeout, ``MLTRACK_WANDB_TIMEOUT``)
+        for uploads, then stop the rest (counted as failed). True if every upload ended by itself."""
         with self._lock:
-            while True:
-                self._reap()
-                if not self._uploads:
-                    return True
-                if time.monotonic() >= deadline:
-                    self._stop_uploads(f"stopped after {limit:g} s (MLTRACK_WANDB_TIMEOUT)")
-                    return False
-                time.sleep(0.05)
+            return self.uploads.wait(self.settings.timeout if timeout is None else timeout)
 
     @mltrack.hookimpl
     def mltrack_health(self) -> mltrack.HealthStatus:
         """Store folder, runs, and (online) uploads running, done and failed; never raises."""
         with self._lock:
-            self._reap()
+            self.uploads.reap()
             issues = list(self.settings.store.problems())
             issues += [
                 f"W&B {failure}: run `wandb sync <run folder>` again once the server answers "
                 "(check WANDB_BASE_URL and WANDB_API_KEY)"
-                for failure in self._upload_failures
+                for failure in self.uploads.failures
             ]
             details: dict[str, Any] = {
                 "root": str(self.root),
@@ -884,9 +565,9 @@ class WandbBackend(mltrack.Backend):
             }
             if self.settings.online:
                 details.update(
-                    uploads_running=len(self._uploads),
-                    uploads_done=self._uploaded,
-                    upload_failures=len(self._upload_failures),
+                    uploads_running=len(self.uploads.running),
+                    uploads_done=self.uploads.done,
+                    upload_failures=len(self.uploads.failures),
                     timeout=self.settings.timeout,
                 )
         return health_status("wandb", issues, **details)
@@ -898,7 +579,7 @@ class WandbBackend(mltrack.Backend):
                 with contextlib.suppress(OSError):
                     state.handle.close()
             self._open.clear()
-        if self._uploads:
+        if self.uploads.running:
             self.wait_for_uploads()
 
 
