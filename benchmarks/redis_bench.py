@@ -225,6 +225,9 @@ def _load(url: str, root: Path, quick: bool) -> dict[str, Any]:
 
 def bench_redis(results: Any, root: Path, repeats: int, quick: bool) -> None:
     """Measure the three goals, adding goal rows and a section to ``results`` (run.py's Results)."""
+    if shutil.which("redis-server") is None:
+        results.goal("R", "redis: live monitoring", "not measured: redis-server is not installed", "-", None)
+        return
     n_lat = 300 if quick else 1000
     n_cost = 100_000 if quick else 500_000
     with redis_server(root) as url:

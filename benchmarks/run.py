@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import peers
+import redis_bench
 import tb_bench
 
 HERE = Path(__file__).parent
@@ -451,7 +452,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument(
-        "--only", choices=["write", "read", "scaling", "sb3", "peers", "tensorboard"], action="append"
+        "--only",
+        choices=["write", "read", "scaling", "sb3", "peers", "tensorboard", "redis"],
+        action="append",
     )
     args = parser.parse_args()
     repeats = 2 if args.quick else 3
@@ -459,7 +462,7 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mltrack-bench-") as tmp:
         root = Path(tmp)
-        for name in ("write", "read", "scaling", "sb3", "peers", "tensorboard"):
+        for name in ("write", "read", "scaling", "sb3", "peers", "tensorboard", "redis"):
             if args.only and name not in args.only:
                 continue
             if name == "write":
@@ -472,6 +475,8 @@ def main() -> int:
                 bench_sb3(results, args.quick)
             elif name == "tensorboard":
                 tb_bench.bench_tensorboard(results, root, repeats, args.quick)
+            elif name == "redis":
+                redis_bench.bench_redis(results, root, repeats, args.quick)
             else:
                 peers.bench_peers(results, root, repeats, args.quick)
     results.sections.append(f"Benchmark wall time: {time.monotonic() - started:.0f} s.")
