@@ -189,3 +189,35 @@ def test_without_the_url_nothing_is_published(tmp_path: Path) -> None:
         run.log_metric("loss", 1.0)
     assert current_publisher() is None
     assert health_sync().details["backends"]["redis"]["enabled"] is False
+
+
+INTERRUPTED_TRAINER = """
+    import time, mltrack
+    mltrack.configure_backend("memory")
+    with mltrack.start_run("interrupted") as run:
+        print(run.id, flush=True)
+        for step in range(100_000):
+            run.log_metric("loss", 1.0, step=step)
+            time.sleep(0.01)
+"""
+
+
+def test_ctrl_c_to_the_process_group_still_publishes_the_interrupted_end(redis_server: Any) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(INTERRUPTED_TRAINER)],
+        env={**os.environ, "MLTRACK_REDIS_URL": redis_server.url},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a terminal of its own: SIGINT to the group is Ctrl-C there
+    )
+    try:
+        assert child.stdout is not None
+        run_id = child.stdout.readline().strip()
+        collect(redis_server.url, run=run_id, until=lambda e: e.type == "metrics", timeout=10)
+        os.killpg(child.pid, signal.SIGINT)
+        events = collect(redis_server.url, run=run_id, timeout=15)
+        assert events[-1].type == "finished" and events[-1].data["status"] == "interrupted"
+        child.wait(10)
+    finally:
+        child.kill()
+        child.wait()

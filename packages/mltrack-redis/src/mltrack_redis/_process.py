@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import signal
 import struct
 import sys
 import threading
@@ -53,6 +54,7 @@ def main() -> int:
     """Serve one training process until it closes (or dies)."""
     from mltrack_redis.publisher import Publisher
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends when the training process closes or dies
     inbox, out = sys.stdin.buffer, sys.stdout
     first = receive(inbox)
     if first is None or first[0] != "config":

@@ -418,6 +418,9 @@ class PublisherProcess:
             [sys.executable, "-m", "mltrack_redis._process"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            # Out of the terminal's process group: Ctrl-C interrupts training, which then finishes
+            # its runs INTERRUPTED; the publisher must live on to publish that (it ends at EOF).
+            start_new_session=True,
         )
         assert self._proc.stdin is not None
         self._stdin = self._proc.stdin
