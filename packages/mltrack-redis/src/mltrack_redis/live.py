@@ -28,6 +28,8 @@ __all__ = ["LiveEvent", "announce_flag", "connect", "subscribe"]
 
 log = logging.getLogger("mltrack.redis")
 
+FORGET_AFTER = 30.0
+"""Seconds a followed run's state may be missing before an experiment's subscription stops checking it."""
 ANNOUNCE_TTL = {p.CRASHED: 3600, p.STALLED: 600}
 """Seconds one announcement of a run's flag blocks the next one (a stall may be announced again later)."""
 
@@ -72,19 +74,24 @@ async def announce_flag(client: aioredis.Redis, run_id: str, what: str, fields: 
     return True
 
 
-async def _check_runs(client: aioredis.Redis, run_ids: list[str]) -> None:
-    """Announce each followed run that crashed or stalled."""
+async def _check_runs(client: aioredis.Redis, run_ids: list[str]) -> list[str]:
+    """Announce each followed run that crashed or stalled; answer the runs whose state is gone (expired)."""
     pipe = client.pipeline(transaction=False)
     for run_id in run_ids:
         pipe.hgetall(p.state_key(run_id))
         pipe.exists(p.alive_key(run_id))
         pipe.exists(p.active_key(run_id))
     answers = await pipe.execute()
+    gone = []
     for i, run_id in enumerate(run_ids):
         fields, alive, active = answers[3 * i : 3 * i + 3]
+        if not fields:
+            gone.append(run_id)
+            continue
         what = p.flag(fields.get("status"), bool(alive), bool(active))
         if what is not None:
             await announce_flag(client, run_id, what, fields)
+    return gone
 
 
 async def _running_runs(client: aioredis.Redis, experiment: str | None) -> list[str]:
@@ -128,6 +135,7 @@ async def subscribe(
     client = connect(url)
     positions: dict[str, str] = {}  # stream key -> last id read
     open_runs: set[str] = set()
+    misses: dict[str, int] = {}  # run id -> checks in a row that found no state
     discovered = False
     backoff = 0.0
     last_check = 0.0
@@ -153,7 +161,15 @@ async def subscribe(
                 now = time.monotonic()
                 if open_runs and now - last_check >= check_every:
                     last_check = now
-                    await _check_runs(client, sorted(open_runs))
+                    gone = await _check_runs(client, sorted(open_runs))
+                    for run_id in open_runs - set(gone):
+                        misses.pop(run_id, None)
+                    for run_id in (
+                        gone
+                    ):  # state expired: stop asking (not at once: a restarted Redis is empty a moment)
+                        misses[run_id] = misses.get(run_id, 0) + 1
+                        if run is None and misses[run_id] * check_every >= FORGET_AFTER:
+                            open_runs.discard(run_id)
                 block = max(1, int(min(check_every, 1.0) * 1000))
                 answer: Any = await client.xread(positions, count=1000, block=block)  # type: ignore[arg-type]
                 backoff = 0.0

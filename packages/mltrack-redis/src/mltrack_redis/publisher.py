@@ -288,6 +288,8 @@ class Publisher:
 
     def _beat(self, pipe: Any) -> None:
         now = time.monotonic()
+        if self._runs:  # the index forgets runs whose streams are gone
+            pipe.zremrangebyscore(p.RUNS, "-inf", time.time() - p.STREAM_TTL)
         for run_id, run in self._runs.items():
             self._write_state(pipe, run_id, run)
             left_ms = self._stall_ms - int((now - run.last_activity) * 1000)
@@ -331,6 +333,8 @@ class Publisher:
             for entry in entries:
                 for series in entry:
                     steps = series["steps"]
+                    if not steps:
+                        continue
                     top = max(steps)
                     at = len(steps) - 1 - steps[::-1].index(top)  # the last value logged at the top step
                     context = series["context"]
