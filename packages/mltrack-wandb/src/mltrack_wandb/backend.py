@@ -259,6 +259,10 @@ class WandbBackend(mltrack.Backend):
         )
         for key, (name, context) in parsed.sidecar.get("metrics", {}).items():
             state.keys[(name, tuple(sorted(context.items())))] = key
+        if parsed.sidecar.get("writer") != self._writer:
+            # this process writes the run now (a writer process replacing one that died): readers
+            # must follow it, not the dead one
+            self._write_sidecar(state, writer=self._writer)
         self._open[run_id] = state
         return state
 
