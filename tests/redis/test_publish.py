@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _live import collect
+from _live import RedisServer, collect
 from mltrack_redis import protocol as p
 from mltrack_redis.plugin import current_publisher
 from mltrack_redis.publisher import Publisher, safe_url
@@ -221,3 +221,24 @@ def test_ctrl_c_to_the_process_group_still_publishes_the_interrupted_end(redis_s
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_redis_with_a_password_works_and_the_password_is_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    server.start()
+    try:
+        monkeypatch.setenv("MLTRACK_REDIS_URL", server.url)
+        mltrack.configure_backend("memory", store=str(tmp_path))
+        with mltrack.start_run("guarded") as run:
+            run.log_metric("loss", 0.25, step=3)
+        events = collect(server.url, run=run.id, timeout=10)
+        assert [pt.value for e in events for pt in e.points] == [0.25]
+        details = health_sync().details["backends"]["redis"]
+        assert details["connected"] is True and "s3cret-pw" not in str(details)
+    finally:
+        from mltrack_redis.plugin import reset_publisher
+
+        reset_publisher()
+        server.stop()
