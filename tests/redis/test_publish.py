@@ -73,7 +73,7 @@ def test_session_state_has_a_ttl_refreshed_by_the_heartbeat(published: Any) -> N
         while not client.exists(p.state_key(run.id)) and time.monotonic() < deadline:
             time.sleep(0.05)
         first = client.hget(p.state_key(run.id), "heartbeat")
-        time.sleep(1.3)
+        time.sleep(2.5)  # a heartbeat a second, with room for a busy machine
         assert client.hget(p.state_key(run.id), "heartbeat") != first
         assert 0 < client.ttl(p.state_key(run.id)) <= p.STATE_TTL
         assert client.pttl(p.alive_key(run.id)) > 0

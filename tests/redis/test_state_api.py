@@ -77,7 +77,7 @@ def test_progress_derives_an_eta_and_the_last_update_always_arrives(recorder: Re
     states = [v for kind, v in recorder.seen if kind == "state"]
     assert states[0] == {"progress_done": 0, "progress_total": 100, "eta_seconds": None}
     assert states[1]["progress_done"] == 50
-    assert 0.2 < states[1]["eta_seconds"] < 1.0
+    assert 0.2 < states[1]["eta_seconds"] < 5.0  # as long again as it took (a busy machine stretches both)
     assert states[-1]["progress_done"] == 79  # sent when the run finished, not lost
     assert len(states) < 10
     assert recorder.seen[-1] == ("finish", "completed")
