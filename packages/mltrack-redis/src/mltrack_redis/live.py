@@ -40,7 +40,7 @@ def resolve_url(url: str | None) -> str:
     if not found:
         raise ConfigurationError(
             "no Redis to follow runs on: set MLTRACK_REDIS_URL (e.g. redis://localhost:6379/0), "
-            "the same as the training processes use, or pass url="
+            "the same as the training processes use, or pass url= (mltrack watch --url)"
         )
     return str(found)
 

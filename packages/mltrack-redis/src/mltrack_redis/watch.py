@@ -76,6 +76,8 @@ class Board:
         self._history: dict[str, dict[str, deque[float]]] = {}
         self.rows: list[dict[str, Any]] = []
         self.error: str | None = None
+        self.retrying = True
+        """Whether another refresh follows (not for ``--once``)."""
 
     def _run_ids(self) -> list[str]:
         p = self._p
@@ -191,7 +193,9 @@ class Board:
         if not self.rows:
             table.caption = "no runs published yet (training processes need MLTRACK_REDIS_URL)"
         if self.error:
-            table.caption = f"Redis unreachable: {self.error}; retrying"
+            table.caption = f"Redis unreachable: {self.error.rstrip('.')}" + (
+                "; retrying" if self.retrying else ""
+            )
         return table
 
 
@@ -245,6 +249,7 @@ def watch(
             board.error = str(exc)
 
     if once:
+        board.retrying = False
         step()
         console.print(board.render())
         raise SystemExit(1 if board.error else 0)
