@@ -361,7 +361,14 @@ class AimBackend:
         with self._lock:
             if run_id not in self.index.all_runs():
                 return None
-            self.index.refresh([run_id])
+            if self.index.refresh([run_id]):
+                # Aim reads a run through its index entry: a stale one has no (or old) points.
+                raise BackendError(
+                    f"aim backend: run {run_id} could not be read: Aim's run index in "
+                    f"{self.settings.repo} could not be brought up to date (a full disk, a read-only "
+                    "store or another process holding the index: see the warning logged above); "
+                    "free space or fix the store and read again"
+                )
             internals.forget_series_snapshot(self.repo, run_id)
             run = Run(run_id, repo=self.repo, read_only=True)
             wanted = None if names is None else set(names)
