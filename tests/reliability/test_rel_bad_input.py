@@ -165,7 +165,7 @@ def test_metric_values_are_floats_or_a_typed_error(store: str) -> None:
 
 
 def _name_ok(name: object) -> bool:
-    return type(name) is str and 0 < len(name) <= 255 and name.isprintable()
+    return type(name) is str and 0 < len(name) <= 255 and name.isprintable() and not name.isspace()
 
 
 NAMES = st.one_of(st.text(max_size=300), st.text(min_size=250, max_size=260), st.integers(), st.none())
