@@ -343,7 +343,12 @@ def mask_secrets(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def mask_context(context: Context) -> Context:
     """A metric context with secrets masked, as :func:`mask_secrets` masks a config."""
-    if not context:
+    for key, value in context:  # the common case, on the hot path: nothing to mask, nothing built
+        if is_secret_name(key) or type(value) in (list, dict):
+            break
+        if type(value) is str and ("=" in value or "@" in value):
+            break
+    else:
         return context
     return tuple((k, MASK if is_secret_name(k) and _secret_value(v) else _mask_value(v)) for k, v in context)
 
