@@ -211,3 +211,23 @@ def test_exit_codes_map_to_statuses_as_a_shell_reads_them(
 ) -> None:
     got_status, got_code = exit_status(code)
     assert (got_status.value, got_code) == (status, kept)
+
+
+@pytest.mark.usefixtures("use_memory")
+def test_live_state_is_masked_before_observers_see_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``set_state`` values go to observers (published live by mltrack-redis): masked as configs are."""
+    from mltrack.factory import tracking_session
+
+    session = tracking_session()
+    handed: list[dict[str, Any]] = []
+    submit = session.writer.submit
+
+    def spy(hook: str, **kwargs: Any) -> None:
+        if hook == "mltrack_set_state":
+            handed.append(kwargs["values"])
+        submit(hook, **kwargs)
+
+    monkeypatch.setattr(session.writer, "submit", spy)
+    with mltrack.start_run("live") as run:
+        run.set_state(phase="eval", source="https://u:pw123@h.example/x", token="t0k")
+    assert handed == [{"phase": "eval", "source": "https://u:***@h.example/x", "token": MASK}]

@@ -316,7 +316,7 @@ class TrackingSession:
         ends the current metric batch); for a counter updated every step use :meth:`progress`.
         """
         run_id = self._check_open(run)
-        plain = _to_config(values)
+        plain = self._plain_config(values)  # published live: masked like a config
         with self._lock:
             tracker = self._progress.get(run_id)
             if tracker is not None and tracker.pending is not None:  # coalesced progress goes first
