@@ -70,3 +70,33 @@ def test_history_rows_are_told_apart_from_other_records_without_parsing() -> Non
     no_num = pb.Record()
     no_num.history.step.num = 1
     assert records.history_num(no_num.SerializeToString()) == 0
+
+
+def test_a_batch_becomes_rows_of_one_step_and_time_as_wandb_serializes_them() -> None:
+    """Points of one step and time share a row; a new step, time or a metric seen again starts one."""
+    keys = ["loss", "reward"]
+    points = [  # (key index, step, value, time)
+        (0, 0, 1.0, 100.0),
+        (1, 0, float("nan"), 100.0),
+        (0, 0, 2.0, 100.0),  # loss again at step 0: a new row
+        (1, 1, float("inf"), 100.0),
+        (0, 1, float("-inf"), 100.5),  # same step, another time: a new row
+    ]
+    bodies = records.history_bodies(
+        [records.history_key(k) for k in keys],
+        [p[0] for p in points],
+        [p[1] for p in points],
+        [p[2] for p in points],
+        [p[3] for p in points],
+        start=99.0,
+    )
+    rows = [pb.HistoryRecord.FromString(body) for body in bodies]
+    assert [dict((i.key, i.value_json) for i in row.item) for row in rows] == [
+        {"_step": "0", "_timestamp": "100.0", "_runtime": "1.0", "loss": "1.0", "reward": "NaN"},
+        {"_step": "0", "_timestamp": "100.0", "_runtime": "1.0", "loss": "2.0"},
+        {"_step": "1", "_timestamp": "100.0", "_runtime": "1.0", "reward": "Infinity"},
+        {"_step": "1", "_timestamp": "100.5", "_runtime": "1.5", "loss": "-Infinity"},
+    ]
+    assert [row.step.num for row in rows] == [0, 0, 1, 1] and all(row.HasField("step") for row in rows)
+    for row, body in zip(rows, bodies):
+        assert body == row.SerializeToString()

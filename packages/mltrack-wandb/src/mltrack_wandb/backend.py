@@ -105,19 +105,6 @@ class _OpenRun:
     keys: dict[tuple[str, tuple[tuple[str, Any], ...]], str] = attrs.field(factory=dict)
 
 
-@attrs.define
-class _Row:
-    """A history row being built: its step and (encoded key, value_json) items."""
-
-    step: int
-    items: list[tuple[bytes, str]]
-
-
-_STEP_KEY = records.history_key("_step")
-_TIMESTAMP_KEY = records.history_key("_timestamp")
-_RUNTIME_KEY = records.history_key("_runtime")
-
-
 class WandbBackend(mltrack.Backend):
     """mltrack's hooks over W&B offline run folders under ``<root>/wandb``."""
 
@@ -185,14 +172,14 @@ class WandbBackend(mltrack.Backend):
     # --- writing records ----------------------------------------------------------------
 
     def _append(self, state: _OpenRun, *recs: Any) -> None:
-        """Append records (protobuf messages, or :class:`_Row`) to the run's log; flushed, so other
-        processes read them at once."""
+        """Append records (protobuf messages, or history row bodies from
+        :func:`records.history_body`) to the run's log; flushed, so other processes read them at once."""
         raw = []
         info = records.record_info(state.log.run_id)
         for rec in recs:
             state.num += 1
-            if isinstance(rec, _Row):
-                raw.append(records.history_row(state.num, rec.step, rec.items, info))
+            if isinstance(rec, bytes):  # a history row's body, encoded by hand
+                raw.append(records.history_record(state.num, rec, info))
                 continue
             rec.num = state.num
             rec._info.stream_id = state.log.run_id
@@ -306,32 +293,14 @@ class WandbBackend(mltrack.Backend):
             state = self._writable(run_id)
             keys = [self._key(state, name, context) for name, context in batch.keys]
             start = state.start.timestamp()
-            out: list[_Row] = []
-            latest: dict[str, float] = {}
-            row: _Row | None = None
-            row_time, row_keys = math.nan, set[str]()
-            last_step, last_time = 0, start
             encoded = [records.history_key(key) for key in keys]
-            for index, step, value, stamp in zip(
-                batch.key_index, batch.steps, batch.values, batch.timestamps
-            ):
-                key = keys[index]
-                if row is None or step != row.step or stamp != row_time or key in row_keys:
-                    row = _Row(
-                        step,
-                        [
-                            (_STEP_KEY, str(step)),
-                            (_TIMESTAMP_KEY, repr(stamp)),
-                            (_RUNTIME_KEY, repr(stamp - start) if stamp > start else "0.0"),
-                        ],
-                    )
-                    out.append(row)
-                    row_time, row_keys = stamp, set()
-                row.items.append((encoded[index], _number_json(value)))
-                row_keys.add(key)
-                latest[key] = value
-                last_step, last_time = step, stamp
-            if not out:
+            bodies = records.history_bodies(
+                encoded, batch.key_index, batch.steps, batch.values, batch.timestamps, start
+            )
+            latest = {keys[index]: value for index, value in zip(batch.key_index, batch.values)}
+            last_step = batch.steps[-1] if len(batch.steps) else 0
+            last_time = batch.timestamps[-1] if len(batch.timestamps) else start
+            if not bodies:
                 return
             summary = pb.Record()
             for key, number in [
@@ -343,7 +312,7 @@ class WandbBackend(mltrack.Backend):
                 item = summary.summary.update.add()
                 item.key = key
                 item.value_json = _number_json(float(number)) if key != "_step" else str(int(number))
-            self._append(state, *out, summary)
+            self._append(state, *bodies, summary)
 
     def _key(self, state: _OpenRun, name: str, context: Any) -> str:
         """The history key of a metric; a new one with a context is stored in the sidecar first."""
