@@ -178,11 +178,20 @@ def test_a_reused_pid_is_not_taken_for_the_writer() -> None:
     assert WriterRecord(me.host, me.pid, str(int(me.started) - 1)).is_gone()
 
 
-def test_a_writer_on_another_machine_or_in_another_container_is_never_declared_dead() -> None:
+def test_a_writer_on_another_machine_is_never_declared_dead() -> None:
+    assert WriterRecord("some-other-host.invalid", 999_999_999).state() == "unknown"
     assert not WriterRecord("some-other-host.invalid", 999_999_999).is_gone()
     here = WriterRecord.current().host
-    assert not WriterRecord(here, 999_999_999, "", "pid:[1]").is_gone()  # its pids are not ours
     assert WriterRecord.from_json({"host": here, "pid": 999_999_999}) == WriterRecord(here, 999_999_999)
+
+
+def test_a_writer_in_another_pid_namespace_is_judged_by_that_namespace_not_by_our_pids() -> None:
+    me = WriterRecord.current()
+    # pid 1 is alive here, but the record says pid 1 of a namespace no process is in: gone, seen
+    # from the first namespace (which sees them all), unknown from inside a container.
+    record = WriterRecord(me.host, 1, "", "pid:[1]")
+    assert record.state() == ("dead" if me.pid_namespace == "pid:[4026531836]" else "unknown")
+    # tests/reliability/test_rel_containers.py checks a live and a killed writer in a real namespace.
 
 
 def test_only_a_running_run_with_a_gone_writer_reads_crashed() -> None:

@@ -28,6 +28,7 @@ from typing import Any, cast
 import numpy as np
 from aim.sdk.run import Run
 
+from mltrack.authoring import WriterRecord
 from mltrack.config import BackendConfig
 from mltrack.errors import BackendError, RunNotFoundError
 from mltrack.hookspecs import hookimpl
@@ -56,6 +57,9 @@ from mltrack_aim.store import open_repo
 __all__ = ["AimBackend"]
 
 log = logging.getLogger("mltrack.aim")
+
+_NAMESPACE = WriterRecord.current().pid_namespace
+"""This process's PID namespace: a writer recorded in another one is judged by its record."""
 
 MLTRACK_KEY = "mltrack"
 """The run parameter holding what Aim has no field for: status, times, final metrics, artifacts."""
@@ -113,6 +117,7 @@ class AimBackend:
         if run_id not in self.index.all_runs():
             raise RunNotFoundError(f"aim backend: no run {run_id!r} in {self.settings.repo}")
         run = _resume_aim_run(self.repo, run_id)
+        run[MLTRACK_KEY, "writer"] = WriterRecord.current().to_json()  # this process writes it now
         self._runs[run_id] = run
         return run
 
@@ -172,6 +177,7 @@ class AimBackend:
                 "end_time": None,
                 "final_metrics": {},
                 "artifacts": {},
+                "writer": WriterRecord.current().to_json(),
             }
             aim_run.set_artifacts_uri(self._artifacts_dir.as_uri())
             self._wait_remote()
@@ -266,7 +272,7 @@ class AimBackend:
             status = ExperimentStatus.RUNNING if aim_end is None else ExperimentStatus.COMPLETED
         end = _utc(info.get("end_time")) or _utc(aim_end)
         if status is ExperimentStatus.RUNNING:
-            status, end = self._check_alive(run_hash, aim_end, end)
+            status, end = self._check_alive(run_hash, aim_end, end, info.get("writer"))
         start = _utc(info.get("start_time")) or _utc(run.creation_time) or datetime.now(timezone.utc)
         experiment = run.experiment
         name = run.name or experiment or run_hash
@@ -284,9 +290,14 @@ class AimBackend:
         )
 
     def _check_alive(
-        self, run_hash: str, aim_end: float | None, end: datetime | None
+        self, run_hash: str, aim_end: float | None, end: datetime | None, writer: Any = None
     ) -> tuple[ExperimentStatus, datetime | None]:
-        """RUNNING if the run's writer is alive, else CRASHED (and finalized in Aim once)."""
+        """RUNNING if the run's writer is alive, else CRASHED (and finalized in Aim once).
+
+        A writer in another PID namespace (a container) is looked up by mltrack's writer
+        record, since Aim's lock names its pid inside the container, which means another
+        process (or none) here; where that cannot be seen, Aim's check-ins decide.
+        """
         if run_hash in self._runs:
             return ExperimentStatus.RUNNING, None
         if aim_end is not None:
@@ -294,7 +305,11 @@ class AimBackend:
             # closes the runs of a client whose heartbeats stopped for 5 minutes.
             state = "dead"
         else:
-            state = writer_state(self.repo, run_hash, self.settings.crash_grace)
+            record = WriterRecord.from_json(writer if isinstance(writer, Mapping) else None)
+            foreign = record is not None and bool(record.pid_namespace) and record.pid_namespace != _NAMESPACE
+            state = record.state() if record is not None and foreign else "unknown"
+            if state == "unknown":
+                state = writer_state(self.repo, run_hash, self.settings.crash_grace, foreign=foreign)
         if state != "dead":
             return ExperimentStatus.RUNNING, None
         crashed_at = self._finalize_crashed(run_hash)

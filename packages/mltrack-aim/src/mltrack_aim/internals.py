@@ -166,6 +166,34 @@ def translate(repo: Any, what: str) -> Iterator[None]:
 _HASH_LOCK = threading.Lock()
 
 
+def guard_exit_cleanup() -> None:
+    """Let a failing clean-up step end the process instead of hanging it.
+
+    At exit Aim runs every run's and repository's clean-up on a thread and waits for a signal
+    that thread sets only when no step raised: a remote run whose ``aim server`` went away
+    raises there, and the process then waits for ever. The steps still all run, in Aim's
+    order; only the signal is made certain. Verified versions only (the wait is internal).
+    """
+    if not verified():
+        return
+    from aim.ext.cleanup import AutoClean
+
+    original = AutoClean.__dict__["_cleanup"].__func__
+    if getattr(original, "_mltrack_guarded", False):
+        return
+
+    def cleanup() -> None:
+        try:
+            original()
+        except Exception as exc:
+            log.warning("mltrack-aim: Aim's clean-up at exit failed: %s: %s", type(exc).__name__, exc)
+        finally:
+            AutoClean.stop_signal.set()
+
+    cleanup._mltrack_guarded = True  # type: ignore[attr-defined]
+    AutoClean._cleanup = staticmethod(cleanup)  # type: ignore[method-assign]
+
+
 def new_run(repo: Any, run_hash: str, experiment: str) -> Any:
     """A new Aim run whose hash is ``run_hash`` (mltrack's run id); checked after creation."""
     with translate(repo, f"creating run {run_hash}"):
@@ -448,13 +476,14 @@ class RunIndex:
 # --- liveness of a run's writer: Aim's lock and check-in files ------------------------------
 
 
-def writer_state(repo: Any, run_hash: str, grace: float) -> str:
+def writer_state(repo: Any, run_hash: str, grace: float, *, foreign: bool = False) -> str:
     """``alive``, ``dead`` or ``unknown``: whether the process writing an unfinished run still runs.
 
     Aim's run lock (``.aim/locks/<hash>.softlock``) names the writer's machine and pid; on
-    this machine the pid answers. For a writer on another machine, Aim's check-ins (written
-    every few seconds while the run is open) tell: a run that missed its next check-in by
-    more than ``grace`` seconds is dead.
+    this machine the pid answers. For a writer on another machine, or ``foreign`` (in a PID
+    namespace this process cannot look into, where the lock's pid means another process),
+    Aim's check-ins (written every few seconds while the run is open) tell: a run that missed
+    its next check-in by more than ``grace`` seconds is dead.
     """
     if repo.is_remote_repo:
         return "unknown"
@@ -469,7 +498,7 @@ def writer_state(repo: Any, run_hash: str, grace: float) -> str:
         machine, pid = (int(part) for part in content.split("-")[:2])
     except ValueError:
         return "unknown"
-    if machine == uuid.getnode():
+    if machine == uuid.getnode() and not foreign:
         return "alive" if _pid_alive(pid) else "dead"
     deadline = _checkin_deadline(Path(repo.path), run_hash)
     if deadline is None:

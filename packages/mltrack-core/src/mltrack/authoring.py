@@ -304,29 +304,76 @@ class WriterRecord:
             return None
 
     def is_gone(self) -> bool:
-        """True if the writer is known to have ended: on this machine, its process no longer
-        runs (or is a zombie, or another process now holds its id).
+        """True if the writer is known to have ended (see :meth:`state`); False when alive or unknown."""
+        return self.state() == "dead"
 
-        False when it runs, and when this process cannot tell: a writer on another machine or
-        in another container (another PID namespace), or on Windows. There, a store needs a
-        heartbeat of its own to notice a dead writer.
+    def state(self) -> str:
+        """``alive``, ``dead`` or ``unknown``: whether the writer process still runs.
+
+        On this machine its process is looked up (a zombie, or another process now holding
+        its id, is dead). A writer in another container (another PID namespace) on this
+        machine is found by its namespace and its id there, from any process that can see that
+        namespace (the host sees every container's). ``unknown`` for a writer on another
+        machine, in a namespace this process cannot see, or on Windows: there, a store needs
+        a heartbeat of its own.
         """
         if self.host != socket.gethostname() or os.name == "nt":
-            return False
+            return "unknown"
         if self.pid_namespace and self.pid_namespace != _pid_namespace():
-            return False
+            return _state_in_namespace(self.pid_namespace, self.pid, self.started)
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
-            return True
+            return "dead"
         except PermissionError:
             pass  # it exists, under another user: the start time below still tells
         fields = _proc_stat(self.pid)
         if fields is None:
-            return False  # no /proc: the process exists, which is all that can be told
+            return "alive"  # no /proc: the process exists, which is all that can be told
         if fields and fields[0] in ("Z", "X"):
-            return True  # a zombie has written its last
-        return bool(self.started) and len(fields) > 19 and fields[19] != self.started
+            return "dead"  # a zombie has written its last
+        if self.started and len(fields) > 19 and fields[19] != self.started:
+            return "dead"  # another process holds the id now
+        return "alive"
+
+
+_INITIAL_PID_NAMESPACE = "pid:[4026531836]"
+"""The kernel's first PID namespace (a fixed inode): a process there sees every process."""
+
+
+def _state_in_namespace(namespace: str, pid: int, started: str) -> str:
+    """Whether process ``pid`` of PID namespace ``namespace`` runs, seen from outside it.
+
+    Each process's ``NSpid`` line lists its id in every namespace it belongs to, innermost
+    last; its ``ns/pid`` link names its own namespace. A namespace with no process left is
+    empty: all of its processes ended, the writer too (when this process could see them).
+    """
+    seen_namespace = False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return "unknown"
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != namespace:
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        seen_namespace = True
+        ids = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if ids and ids[-1] == str(pid):
+            fields = _proc_stat(int(entry))
+            if fields and fields[0] in ("Z", "X"):
+                return "dead"
+            if started and fields and len(fields) > 19 and fields[19] != started:
+                return "dead"
+            return "alive"
+    if seen_namespace or _pid_namespace() == _INITIAL_PID_NAMESPACE:
+        return "dead"
+    return "unknown"
 
 
 def run_status(status: ExperimentStatus, writer: WriterRecord | None) -> ExperimentStatus:

@@ -1,8 +1,9 @@
 """Whether the process writing a RUNNING run still lives, from the run's ``mltrack.writer`` tag.
 
-Each writer tags the runs it writes with ``<host> <pid> <start ticks>``; a reader on the same
-host checks that process (the start time tells a reused pid apart). A run written on
-another host cannot be judged from here.
+Each writer tags the runs it writes with ``<host> <pid> <start ticks> <pid namespace>``; a
+reader on the same host checks that process (the start time tells a reused pid apart, the
+namespace a container's pid from the host's: see :class:`mltrack.authoring.WriterRecord`).
+A run written on another host cannot be judged from here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
+from mltrack.authoring import WriterRecord
 from mltrack_mlflow import mapping as m
 
 __all__ = ["HOST", "WRITER", "writer_gone"]
@@ -45,7 +47,8 @@ def _process_alive(pid: int, ticks: str) -> bool:
 
 
 HOST = socket.gethostname()
-WRITER = f"{HOST} {os.getpid()} {_process_ticks(os.getpid())}"
+_ME = WriterRecord.current()
+WRITER = f"{HOST} {_ME.pid} {_ME.started} {_ME.pid_namespace}".rstrip()
 """This process as a run's writer: the value of the ``mltrack.writer`` tag."""
 
 
@@ -54,4 +57,6 @@ def writer_gone(tags: Mapping[str, str]) -> bool:
     writer = tags.get(m.WRITER_TAG, "").split()
     if len(writer) < 2 or writer[0] != HOST or not writer[1].isdigit():
         return False  # written elsewhere: this host cannot tell whether its writer lives
+    if len(writer) > 3:  # tagged with its PID namespace: a container's writer is found from the host
+        return WriterRecord(writer[0], int(writer[1]), writer[2], writer[3]).is_gone()
     return not _process_alive(int(writer[1]), writer[2] if len(writer) > 2 else "")
