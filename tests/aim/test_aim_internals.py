@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -154,3 +156,27 @@ def test_no_module_but_internals_touches_aims_private_api(module: str) -> None:
     assert not names, f"{module} uses Aim internals {names}: move that code into mltrack_aim/internals.py"
     owners = sorted({m for m in _PRIVATE_ATTRIBUTE.findall(source) if m not in ("self", "cls")})
     assert not owners, f"{module} reads private attributes of {owners}: go through mltrack_aim/internals.py"
+
+
+def test_a_clean_up_step_that_raises_at_exit_ends_the_process_instead_of_hanging_it(tmp_path: Path) -> None:
+    # Aim waits at exit for a signal its clean-up thread sets only if no step raised (a remote
+    # run whose server went away raises there): without the guard this child never exits.
+    code = f"""
+from aim.ext.cleanup import AutoClean
+from mltrack_aim.store import open_repo
+
+class ServerGone(AutoClean):
+    def _close(self):
+        raise ConnectionError("aim server went away")
+
+class Resource:
+    pass
+
+repo = open_repo({str(tmp_path / "aim")!r})
+resource = Resource()
+ServerGone(resource)
+print("exiting", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "exiting"
+    assert "Aim's clean-up at exit failed: ConnectionError: aim server went away" in done.stderr

@@ -18,6 +18,7 @@ from typing import Any
 from aim.sdk.repo import Repo
 
 from mltrack.errors import BackendError
+from mltrack_aim import internals
 
 __all__ = ["ensure_repo", "open_repo"]
 
@@ -82,6 +83,7 @@ def _repair_half_made(aim_dir: Path) -> None:
 
 def open_repo(location: str) -> Any:
     """The Aim ``Repo`` for a local folder (created if missing) or an ``aim://`` server."""
+    internals.guard_exit_cleanup()
     if location.startswith("aim://"):
         try:
             return Repo.from_path(location)
