@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
@@ -228,25 +229,33 @@ class _Manager(pluggy.PluginManager):
     def __init__(self, project_name: str) -> None:
         super().__init__(project_name)
         self.generation = 0
+        self.callers: weakref.WeakSet[HookTarget] = weakref.WeakSet()
+        """Targets holding callers built for the current plugins: emptied on every change, so no
+        cache keeps an unregistered plugin (a closed backend and its store) alive."""
+
+    def _changed(self) -> None:
+        self.generation += 1
+        for target in list(self.callers):
+            target.forget_callers()
 
     # Counted after the change: a cache built while it happens keeps the older number and is renewed.
     def register(self, plugin: object, name: str | None = None) -> str | None:
         try:
             return super().register(plugin, name)
         finally:
-            self.generation += 1
+            self._changed()
 
     def unregister(self, plugin: object | None = None, name: str | None = None) -> Any | None:
         try:
             return super().unregister(plugin, name)
         finally:
-            self.generation += 1
+            self._changed()
 
     def set_blocked(self, name: str) -> None:
         try:
             super().set_blocked(name)
         finally:
-            self.generation += 1
+            self._changed()
 
 
 class PluginHost:
@@ -381,6 +390,7 @@ class PluginHost:
         if generation == self.pm.generation:
             return targets
         with self._lock:
+            self._observers = (-1, [])  # the old targets may hold plugins since unregistered
             targets = []
             for plugin_name, plugin in self.pm.list_name_plugin():
                 if plugin is None or plugin_name.startswith(BACKEND_PREFIX):
@@ -631,7 +641,12 @@ class HookTarget:
         if cached is None or cached[0] != pm.generation:
             remove = [p for n, p in pm.list_name_plugin() if p is not None and n != self._plugin_name]
             cached = self._callers[hook_name] = (pm.generation, pm.subset_hook_caller(hook_name, remove))
+            pm.callers.add(self)
         return cached[1](**kwargs)
+
+    def forget_callers(self) -> None:
+        """Drop the cached callers (they name every other plugin); the next call builds anew."""
+        self._callers = {}
 
 
 class ActiveBackends:
