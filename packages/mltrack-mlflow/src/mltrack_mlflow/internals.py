@@ -207,7 +207,7 @@ def hard_delete_run(store: Any, mlflow_id: str, tracking_uri: str, *, remote: bo
         command,
         capture_output=True,
         text=True,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")},
+        env={"MLFLOW_DISABLE_TELEMETRY": "true", **os.environ},  # the user's own choice wins
     )
     if done.returncode != 0:
         raise BackendError(
