@@ -88,7 +88,12 @@ def build_session(
         batch_size=config.batch_size,
         max_buffered_points=config.max_buffered_points,
     )
-    return TrackingSession(config, writer, preflight=_preflights(config, host))
+    return TrackingSession(
+        config,
+        writer,
+        preflight=_preflights(config, host),
+        backends=[r.name for r in host.select_backends(config)],
+    )
 
 
 def _preflights(config: TrackingConfig, host: PluginHost) -> list[tuple[str, Callable[[], None]]]:

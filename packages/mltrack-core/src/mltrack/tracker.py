@@ -106,9 +106,12 @@ class TrackingSession:
         writer: Writer,
         *,
         preflight: Sequence[tuple[str, Callable[[], None]]] = (),
+        backends: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.writer = writer
+        self.backends = tuple(backends) or tuple(config.backends)
+        """The backends written to, primary (the one reads ask) first."""
         self._preflight = list(preflight)
         self._open: dict[str, ExperimentRun] = {}
         self._names: set[str] = set()
@@ -293,20 +296,21 @@ class TrackingSession:
         self.writer.flush()
         before = dict(stats.errors_by_target)
         self.writer.submit("mltrack_log_artifact", wait=True, run_id=run_id, artifact=artifact)
-        failed = [
-            backend
-            for backend in self.config.backends
-            if stats.errors_by_target.get(backend, 0) > before.get(backend, 0)
-        ]
+        failed = [b for b in self.backends if stats.errors_by_target.get(b, 0) > before.get(b, 0)]
         error = stats.last_error or ""
         if failed and "mltrack_log_artifact failed" in error:
             # The run says so too, for whoever reads it later (`mltrack show` lists its tags).
             self.writer.submit("mltrack_set_tags", run_id=run_id, tags=[ARTIFACT_NOT_STORED_TAG])
-            raise ArtifactError(
+            message = (
                 f"artifact {artifact.name!r:.80} of run {run_id} was not stored by "
                 f"{', '.join(repr(b) for b in failed)}: {error}; fix the store (free disk space, "
                 "permissions) and log it again, or check `mltrack health`"
             )
+            if failed[0] == self.backends[0]:
+                raise ArtifactError(message)
+            # The primary, which reads are asked of, has it: a fan-out's broken secondary is
+            # counted and tagged, and does not stop training (as for every other write).
+            log.error("mltrack: %s", message)
 
     def set_state(self, run: RunRef, values: Mapping[str, Any]) -> None:
         """Merge ``values`` into the run's live session state (phase, anything shown live).
