@@ -1,7 +1,8 @@
 """mltrack against raw Aim, side by side in one run: writes benchmarks/RESULTS.md.
 
 The peers (MLflow, TensorBoard) are measured by ``peers.py`` in the same run, mltrack's
-tensorboard backend against raw tensorboardX by ``tb_bench.py``.
+tensorboard backend against raw tensorboardX by ``tb_bench.py``, the Redis publisher by
+``redis_bench.py``, mltrack's wandb backend against raw ``wandb.log`` by ``wandb_bench.py``.
 
 Each measurement runs in a fresh Python process (so import costs and memory are honest),
 mltrack and Aim interleaved, repeated; the table reports medians and their ratio.
@@ -27,6 +28,7 @@ from typing import Any
 import peers
 import redis_bench
 import tb_bench
+import wandb_bench
 
 HERE = Path(__file__).parent
 
@@ -453,7 +455,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument(
         "--only",
-        choices=["write", "read", "scaling", "sb3", "peers", "tensorboard", "redis"],
+        choices=["write", "read", "scaling", "sb3", "peers", "tensorboard", "redis", "wandb"],
         action="append",
     )
     args = parser.parse_args()
@@ -462,7 +464,7 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mltrack-bench-") as tmp:
         root = Path(tmp)
-        for name in ("write", "read", "scaling", "sb3", "peers", "tensorboard", "redis"):
+        for name in ("write", "read", "scaling", "sb3", "peers", "tensorboard", "redis", "wandb"):
             if args.only and name not in args.only:
                 continue
             if name == "write":
@@ -477,6 +479,8 @@ def main() -> int:
                 tb_bench.bench_tensorboard(results, root, repeats, args.quick)
             elif name == "redis":
                 redis_bench.bench_redis(results, root, repeats, args.quick)
+            elif name == "wandb":
+                wandb_bench.bench_wandb(results, root, repeats, args.quick)
             else:
                 peers.bench_peers(results, root, repeats, args.quick)
     results.sections.append(f"Benchmark wall time: {time.monotonic() - started:.0f} s.")
