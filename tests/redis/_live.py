@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mltrack_redis.live import subscribe
-from mltrack_redis.protocol import LiveEvent
 
 from mltrack.servers import ServerProcess, free_port
+from mltrack_redis.live import subscribe
+from mltrack_redis.protocol import LiveEvent
 
 
 def collect(

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 from _live import collect
-from mltrack_redis.protocol import LiveEvent
 
 import mltrack
+from mltrack_redis.protocol import LiveEvent
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("mltrack_aim") is None, reason="needs mltrack-aim")
 

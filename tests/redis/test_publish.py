@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 from _live import RedisServer, collect
-from mltrack_redis import protocol as p
-from mltrack_redis.plugin import current_publisher
-from mltrack_redis.publisher import Publisher, safe_url
 
 import mltrack
 from mltrack.factory import health_sync
 from mltrack.models import ExperimentRun, ExperimentStatus
+from mltrack_redis import protocol as p
+from mltrack_redis.plugin import current_publisher
+from mltrack_redis.publisher import Publisher, safe_url
 
 
 @pytest.fixture

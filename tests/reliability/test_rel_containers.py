@@ -50,7 +50,9 @@ def _status(backend: str, store: str, run_id: str) -> str:
 
 
 @pytest.mark.parametrize("backend", ["aim", "mlflow"])
-def test_contained_trainer_reads_running_while_alive_and_crashed_once_killed(backend: str, tmp_path: Path) -> None:
+def test_contained_trainer_reads_running_while_alive_and_crashed_once_killed(
+    backend: str, tmp_path: Path
+) -> None:
     store = str(tmp_path / backend)
     env = child_env({"ML_TRACKING_BACKEND": backend, "ML_STORAGE_PATH": store, "MLTRACK_WRITER": "process"})
     code = TRAINER.format(stop=str(tmp_path / "stop"))

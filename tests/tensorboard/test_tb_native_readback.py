@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mltrack_tensorboard import start_tensorboard
 
 from mltrack.config import TrackingConfig
 from mltrack.factory import build_session
 from mltrack.models import ExperimentStatus
 from mltrack.plugins import get_plugin_host
+from mltrack_tensorboard import start_tensorboard
 
 RUNS = {
     "fast": {"lr": 0.1, "agent": "PPO", "net": {"layers": [64, 64]}, "normalize": True},

@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mltrack_tensorboard import records as rec
-from mltrack_tensorboard.backend import read_scalars
 from tensorboard.compat.proto import event_pb2
 
 from mltrack.models import MAX_STEP
+from mltrack_tensorboard import records as rec
+from mltrack_tensorboard.backend import read_scalars
 
 STEPS = [0, 1, 127, 128, 300, 16_384, 2**40, MAX_STEP]
 VALUES = [math.nan, math.inf, -math.inf, 1e300, -1e300, 0.1, -0.0, 5e-324]

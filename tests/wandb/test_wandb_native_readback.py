@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from _wandb_native import last_per_step, leet_history, leet_records, leet_summary, same, sync_dry_run
+
 from mltrack_wandb.backend import mltrack_id
 
 from _child import run_python

@@ -95,10 +95,9 @@ def test_finish_never_waits_and_close_stops_a_stalled_upload_within_the_timeout(
 
 
 def test_health_counts_a_stopped_upload_with_the_fix(wandb_root: Path, online_env: dict[str, str]) -> None:
+    from mltrack.config import BackendConfig
     from mltrack_wandb.backend import WandbBackend
     from mltrack_wandb.settings import WandbSettings
-
-    from mltrack.config import BackendConfig
 
     backend = WandbBackend(WandbSettings.from_config(BackendConfig("wandb", storage_path=str(wandb_root))))
     config = TrackingConfig(backends=("wandb",), storage_path=str(wandb_root), strict=True, writer="thread")

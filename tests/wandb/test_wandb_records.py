@@ -6,6 +6,7 @@ import os
 import random
 
 import pytest
+
 from mltrack_wandb import records
 from mltrack_wandb.runlog import pb
 

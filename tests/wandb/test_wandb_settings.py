@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mltrack_wandb.settings import WandbSettings
 
 from mltrack.config import BackendConfig
 from mltrack.errors import ConfigurationError
+from mltrack_wandb.settings import WandbSettings
 
 
 def _settings(**options: object) -> WandbSettings:

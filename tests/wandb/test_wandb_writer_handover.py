@@ -8,12 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from mltrack_wandb.backend import WandbBackend
-from mltrack_wandb.runlog import SIDECAR
-
 from mltrack.authoring import WriterRecord
 from mltrack.config import BackendConfig
 from mltrack.models import ExperimentRun, ExperimentStatus, MetricBatch, RunFilter
+from mltrack_wandb.backend import WandbBackend
+from mltrack_wandb.runlog import SIDECAR
 
 
 def _backend(root: Path) -> WandbBackend:
