@@ -13,6 +13,8 @@ import mltrack
 import mltrack_optuna
 from mltrack import ExperimentStatus
 
+from _child import popen_python
+
 # x of each trial, in order: 0 and 1 complete, 2 is far worse than the median and is pruned,
 # 3 raises, 4 is better than the median and completes, 5 is pruned.
 XS = [2.0, 3.0, 9.0, 1.9, 2.5, 8.0]
@@ -174,3 +176,44 @@ def test_objective_outside_a_tracked_study_names_the_fix() -> None:
     trial = study.ask()
     with pytest.raises(LookupError, match="track_study"):
         mltrack_optuna.trial_run(trial)
+
+
+WORKER = """
+import time, optuna, mltrack_optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+def objective(trial):
+    x = trial.suggest_float("x", -10, 10)
+    for step in range(3):
+        trial.report((x - 2) ** 2 + 2 - step, step)
+        time.sleep(0.05)
+    return (x - 2) ** 2
+
+study = optuna.load_study(study_name="shared", storage={storage!r})
+mltrack_optuna.optimize(study, objective, n_trials=3)
+print("done")
+"""
+
+
+def test_two_worker_processes_share_one_parent_run(aim_repo: Path, optuna_storage: str) -> None:
+    """Workers loading one study from its RDB storage track their trials under the same parent run."""
+    optuna.create_study(study_name="shared", storage=optuna_storage)
+    env = {"ML_TRACKING_BACKEND": "aim", "ML_STORAGE_PATH": str(aim_repo), "MLTRACK_STRICT": "1"}
+    workers = [popen_python(WORKER.format(storage=optuna_storage), env=env) for _ in range(2)]
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0 and out.strip().endswith("done"), err[-3000:]
+
+    study = optuna.load_study(study_name="shared", storage=optuna_storage)
+    parent_id = study.user_attrs[mltrack_optuna.PARENT_RUN_ATTR]
+    with mltrack.open_repository("aim", storage_path=str(aim_repo), must_exist=True) as repo:
+        runs = repo.list_experiments_sync(tags=["optuna:study=shared"])
+        assert [r.experiment_id for r in runs if "optuna:parent" in r.tags] == [parent_id]
+        trial_runs = {r.experiment_id: r for r in runs if "optuna:parent" not in r.tags}
+        assert len(study.trials) == 6
+        for trial in study.trials:
+            run = trial_runs[trial.user_attrs[mltrack_optuna.RUN_ID_ATTR]]
+            assert run.status is ExperimentStatus.COMPLETED
+            assert f"optuna:parent={parent_id}" in run.tags
+            assert run.final_metrics["value"] == trial.value
+        assert repo.get_experiment_sync(parent_id).status is ExperimentStatus.COMPLETED

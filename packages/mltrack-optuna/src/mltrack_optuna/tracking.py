@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -54,6 +55,10 @@ PRUNED_TAG = "optuna:pruned"
 
 # How long opening a trial's run waits for the store to show it (it is written asynchronously).
 _VISIBLE_TIMEOUT = 10.0
+
+# How long a worker that wrote the study's parent run id waits before reading back the one kept:
+# far longer than the two storage calls of another worker that raced it.
+_SETTLE_SECONDS = 0.5
 
 # Runs of the trials running in this process, by id(trial), for trial_run().
 _runs: dict[int, ActiveRun] = {}
@@ -148,8 +153,11 @@ class StudyTracker:
             run_id = self.parent_run_id
             stored = run_id is not None and _run_exists(run_id)
             if run_id is None:
+                # Workers starting at once may each write an id (the storage has no compare-and-set):
+                # whoever wrote waits until any other write that raced it has landed, then
+                # everyone takes the one the storage kept.
                 self.study.set_user_attr(PARENT_RUN_ATTR, new_run_id())
-                # Several workers may start at once: everyone takes what the storage kept.
+                time.sleep(_SETTLE_SECONDS)
                 run_id = self.parent_run_id
                 assert run_id is not None
             tags = [*self.tags, "optuna:parent", f"optuna:study={self.study.study_name}"]
