@@ -195,10 +195,13 @@ print("done")
 """
 
 
-def test_two_worker_processes_share_one_parent_run(aim_repo: Path, optuna_storage: str) -> None:
-    """Workers loading one study from its RDB storage track their trials under the same parent run."""
+def test_two_worker_processes_share_one_parent_run(mlflow_dir: Path, optuna_storage: str) -> None:
+    """Workers loading one study from its RDB storage track their trials under the same parent run.
+
+    MLflow's store takes writes to one run from several processes; Aim locks a run to one.
+    """
     optuna.create_study(study_name="shared", storage=optuna_storage)
-    env = {"ML_TRACKING_BACKEND": "aim", "ML_STORAGE_PATH": str(aim_repo), "MLTRACK_STRICT": "1"}
+    env = {"ML_TRACKING_BACKEND": "mlflow", "ML_STORAGE_PATH": str(mlflow_dir), "MLTRACK_STRICT": "1"}
     workers = [popen_python(WORKER.format(storage=optuna_storage), env=env) for _ in range(2)]
     for worker in workers:
         out, err = worker.communicate(timeout=120)
@@ -206,7 +209,7 @@ def test_two_worker_processes_share_one_parent_run(aim_repo: Path, optuna_storag
 
     study = optuna.load_study(study_name="shared", storage=optuna_storage)
     parent_id = study.user_attrs[mltrack_optuna.PARENT_RUN_ATTR]
-    with mltrack.open_repository("aim", storage_path=str(aim_repo), must_exist=True) as repo:
+    with mltrack.open_repository("mlflow", storage_path=str(mlflow_dir), must_exist=True) as repo:
         runs = repo.list_experiments_sync(tags=["optuna:study=shared"])
         assert [r.experiment_id for r in runs if "optuna:parent" in r.tags] == [parent_id]
         trial_runs = {r.experiment_id: r for r in runs if "optuna:parent" not in r.tags}

@@ -267,7 +267,9 @@ class StudyTracker:
 
     def _start_trial(self, trial: optuna.Trial) -> ActiveRun | None:
         parent = self._safely("opening the parent run", self.open)
-        parent_tag = [] if parent is None else [f"optuna:parent={parent.id}"]
+        # Linked even when this process could not open the parent (Aim lets one process write a run).
+        parent_id = self.parent_run_id if parent is None else parent.id
+        parent_tag = [] if parent_id is None else [f"optuna:parent={parent_id}"]
         tags = [
             *self.tags,
             f"optuna:study={self.study.study_name}",
