@@ -296,7 +296,7 @@ class StudyTracker:
         trial.set_user_attr(RUN_ID_ATTR, active.id)
         self._patch_trial(trial, active)
         # Written asynchronously: wait for it, so the trial is listed as RUNNING while it runs.
-        tracking_session().flush(_VISIBLE_TIMEOUT)
+        self._safely("showing the trial's run", tracking_session().flush, _VISIBLE_TIMEOUT)
         return active
 
     def _patch_trial(self, trial: optuna.Trial, run: ActiveRun) -> None:
