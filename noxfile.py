@@ -30,6 +30,7 @@ TEST_TOOLS = [
     "pyarrow",
     "pandas",
     "psutil",
+    "tensorboardX",  # tests write runs the way TensorBoard users' own code does
 ]
 LINT_TOOLS = ["ruff>=0.6"]
 TYPE_TOOLS = ["mypy>=1.10", "pytest>=8"]

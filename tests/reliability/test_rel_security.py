@@ -138,8 +138,15 @@ def _unpickling_calls() -> set[tuple[str, str]]:
 
 
 def test_no_mltrack_code_unpickles_stored_data() -> None:
-    """The only unpickling in mltrack reads the pipe from its own trainer, never anything stored."""
-    assert _unpickling_calls() == {("mltrack-core/src/mltrack/_writer_process.py", "pickle.loads")}
+    """The only unpickling in mltrack reads a pipe from its own parent process, never anything stored.
+
+    The writer process reads its trainer's pipe; mltrack-redis's publisher process reads its
+    trainer's pipe (what it receives from Redis is JSON).
+    """
+    assert _unpickling_calls() == {
+        ("mltrack-core/src/mltrack/_writer_process.py", "pickle.loads"),
+        ("mltrack-redis/src/mltrack_redis/_process.py", "pickle.loads"),
+    }
 
 
 class _Canary:
