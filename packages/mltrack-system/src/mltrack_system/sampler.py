@@ -56,15 +56,14 @@ class SamplerStats:
 
 
 class _RunState:
-    """One run's schedule: its sink, interval, next due time, next step and counter baseline."""
+    """One run's schedule: its sink, interval, next due time and counter baseline."""
 
-    __slots__ = ("baseline", "interval", "next_due", "sink", "step")
+    __slots__ = ("baseline", "interval", "next_due", "sink")
 
     def __init__(self, sink: RunSink, interval: float, baseline: dict[str, float]) -> None:
         self.sink = sink
         self.interval = interval
         self.next_due = time.monotonic() + interval  # as Aim and MLflow: the first sample after one interval
-        self.step = 0
         self.baseline = baseline
 
 
@@ -150,9 +149,8 @@ class Sampler:
                 for name in COUNTERS:
                     if name in counters:
                         values[PREFIX + name] = counters[name] - state.baseline.get(name, counters[name])
-                try:
-                    state.sink.log_metrics(run_id, values, step=state.step)
-                    state.step += 1
+                try:  # step None: each metric's next step, so a resumed run continues its series
+                    state.sink.log_metrics(run_id, values, step=None)
                 except RunStateError:  # finished between the tick and the log call
                     self.remove(run_id)
                 except Exception as exc:
