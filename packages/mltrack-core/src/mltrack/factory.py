@@ -117,6 +117,11 @@ def tracking_session() -> TrackingSession:
         return _session
 
 
+def current_session() -> TrackingSession | None:
+    """The process-wide session if one exists, never creating one (for plugins acting on open runs)."""
+    return _session
+
+
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread when the process receives SIGTERM while runs are open.
 

@@ -239,6 +239,19 @@ class TrackingSession:
         if values:
             self.writer.log_points(run_id, values, s, () if context is None else self._context(context), ts)
 
+    def log_metrics_while_open(self, run_id: str, metrics: Mapping[str, object]) -> bool:
+        """Record ``metrics`` at each one's next step if the run is still open; False if it is not.
+
+        For threads other than the training loop (samplers, observers) that may race the run's
+        finish: the check and the append happen under the lock ``finish_run`` takes, so no point
+        lands after the run's end.
+        """
+        with self._lock:
+            if run_id not in self._open:
+                return False
+            self.log_metrics(run_id, metrics)
+            return True
+
     def log_params(self, run: RunRef, params: Mapping[str, Any]) -> None:
         """Add ``params`` to the run's config (converted to plain values)."""
         run_id = self._check_open(run)
@@ -384,16 +397,16 @@ class TrackingSession:
             tracker = self._progress.pop(run_id, None)
         if tracker is not None and tracker.pending is not None:  # the last progress is never lost
             self.writer.submit("mltrack_set_state", run_id=run_id, values=tracker.pending)
-        with self._lock:
+        with self._lock:  # log_metrics_while_open cannot slip a point in after the finish
             self._open.pop(run_id, None)
-        self.writer.forget_run(run_id)
-        self.writer.submit(
-            "mltrack_finish_run",
-            run_id=run_id,
-            status=status,
-            end_time=datetime.now(timezone.utc),
-            final_metrics=finals,
-        )
+            self.writer.forget_run(run_id)
+            self.writer.submit(
+                "mltrack_finish_run",
+                run_id=run_id,
+                status=status,
+                end_time=datetime.now(timezone.utc),
+                final_metrics=finals,
+            )
         self.writer.flush(timeout)
 
     def flush(self, timeout: float | None = None) -> bool:

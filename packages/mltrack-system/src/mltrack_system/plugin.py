@@ -38,14 +38,13 @@ def current_sampler(create: bool = False) -> Sampler | None:
 def _session_holding(run_id: str) -> RunSink | None:
     """The process-wide tracking session if it holds ``run_id``, else None.
 
-    mltrack offers no public "current session, if any": ``mltrack.factory.tracking_session()``
-    builds one when there is none, which a hook must never do (the conformance kit and other
-    code build sessions of their own, and ``reset()`` drains the old one after dropping it).
-    So the module's session is read, never created; a run of another session is not sampled.
+    ``mltrack.factory.tracking_session()`` builds one when there is none, which a hook must never
+    do (the conformance kit and other code build sessions of their own), so the current one is
+    read, never created; a run of another session is not sampled.
     """
     from mltrack import factory
 
-    session = factory._session
+    session = factory.current_session()
     if session is None or run_id not in {run.id for run in session.open_runs}:
         return None
     return session

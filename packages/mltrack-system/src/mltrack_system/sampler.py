@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class RunSink(Protocol):
     """Where a run's samples go: a tracking session (``mltrack.tracker.TrackingSession``)."""
 
-    def log_metrics(self, run: str, metrics: Mapping[str, object], step: object = None) -> None: ...
+    def log_metrics_while_open(self, run_id: str, metrics: Mapping[str, object]) -> bool: ...
 
 
 class SamplerStats:
@@ -149,9 +149,10 @@ class Sampler:
                 for name in COUNTERS:
                     if name in counters:
                         values[PREFIX + name] = counters[name] - state.baseline.get(name, counters[name])
-                try:  # step None: each metric's next step, so a resumed run continues its series
-                    state.sink.log_metrics(run_id, values, step=None)
-                except RunStateError:  # finished between the tick and the log call
+                try:  # each metric's next step, so a resumed run continues its series
+                    if not state.sink.log_metrics_while_open(run_id, values):
+                        self.remove(run_id)  # finished between the tick and the log call
+                except RunStateError:
                     self.remove(run_id)
                 except Exception as exc:
                     self._failed(f"logging into run {run_id} failed: {type(exc).__name__}: {exc}")
