@@ -255,3 +255,12 @@ def test_every_lazy_export_is_an_explicit_re_export_for_type_checkers() -> None:
     }
     assert sorted(set(mltrack.__all__) - explicit) == []
     assert "RegisterBackend" in mltrack.__all__
+
+
+def test_a_writer_record_round_trips_through_its_one_line_form_and_reads_the_older_form() -> None:
+    me = WriterRecord.current()
+    assert WriterRecord.from_text(me.to_text()) == me
+    assert WriterRecord.from_text("host 42 1234") == WriterRecord("host", 42, "1234")  # before namespaces
+    assert WriterRecord.from_text("host 42") == WriterRecord("host", 42)
+    assert WriterRecord.from_text("") is None
+    assert WriterRecord.from_text("host not-a-pid") is None

@@ -292,6 +292,18 @@ class WriterRecord:
         """The record as plain JSON values, to store beside the run."""
         return attrs.asdict(self)
 
+    def to_text(self) -> str:
+        """The record as one line, ``<host> <pid> <start ticks> <pid namespace>`` (a tag, a field)."""
+        return " ".join((self.host, str(self.pid), self.started, self.pid_namespace)).rstrip()
+
+    @classmethod
+    def from_text(cls, text: str) -> WriterRecord | None:
+        """A record written by :meth:`to_text` (or its older ``<host> <pid> [<ticks>]``); None if unreadable."""
+        parts = text.split()
+        if len(parts) < 2 or not parts[1].isdigit():
+            return None
+        return cls(parts[0], int(parts[1]), *parts[2:4])
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> WriterRecord | None:
         """A record stored by :meth:`to_json`; None for None or a record it cannot read."""

@@ -43,6 +43,7 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2 as plugin_hparams_pb2
 from tensorboard.version import VERSION as TENSORBOARD_VERSION
 
+from mltrack.authoring import WriterRecord
 from mltrack.config import BackendConfig
 from mltrack.errors import BackendError, RunNotFoundError
 from mltrack.hookspecs import hookimpl
@@ -87,43 +88,7 @@ _HPARAMS_STATUS = {
     ExperimentStatus.RUNNING: "STATUS_RUNNING",
 }
 
-
-# --- processes --------------------------------------------------------------------------
-
-
-def _process_ticks(pid: int) -> str:
-    """The process's start time in clock ticks (Linux), so a reused pid is not taken for it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else ""
-
-
-def _process_alive(pid: int, ticks: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    rest = stat[stat.rfind(")") + 2 :].split()
-    if rest and rest[0] in ("Z", "X"):
-        return False
-    return not ticks or len(rest) <= 19 or rest[19] == ticks
-
-
 _HOST = socket.gethostname()
-
-
-def _writer_id() -> str:
-    pid = os.getpid()
-    return f"{_HOST} {pid} {_process_ticks(pid)}"
 
 
 # --- names and files ----------------------------------------------------------------------
@@ -460,7 +425,7 @@ class TensorboardBackend:
         self._open: dict[str, _OpenRun] = {}
         self._folders: dict[str, Path] = {}
         self._meta_cache: dict[Path, tuple[tuple[Any, ...], _Meta | None]] = {}
-        self._writer = _writer_id()
+        self._writer = WriterRecord.current().to_text()
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> TensorboardBackend:
@@ -765,11 +730,9 @@ class TensorboardBackend:
 
     def _check_crashed(self, meta: _Meta) -> datetime | None:
         """If the run's writer process is gone (on this host), mark it CRASHED and return the time."""
-        writer = meta.writer.split()
-        if len(writer) < 2 or writer[0] != _HOST or not writer[1].isdigit():
-            return None  # written elsewhere: this host cannot tell whether its writer lives
-        if _process_alive(int(writer[1]), writer[2] if len(writer) > 2 else ""):
-            return None
+        record = WriterRecord.from_text(meta.writer)
+        if record is None or not record.is_gone():
+            return None  # alive, or written where this process cannot tell
         now = datetime.now(timezone.utc)
         state = _OpenRun(
             run_id=meta.run_id,
