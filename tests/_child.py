@@ -116,3 +116,32 @@ def assert_kept_before_window(
     assert not missing, f"{len(missing)} points logged before the loss window are lost: {missing[:10]}"
     # a prefix of the steps: nothing out of order survived alone
     assert stored_steps == list(range(len(stored_steps)))
+
+
+def writer_pid(trainer_pid: int, not_pid: int | None = None) -> int | None:
+    """The trainer's mltrack writer process (other than ``not_pid``, one already killed), if it runs."""
+    import psutil
+
+    try:
+        children = psutil.Process(trainer_pid).children()
+    except psutil.NoSuchProcess:
+        return None
+    for child in children:
+        try:
+            if "mltrack._writer_process" in " ".join(child.cmdline()) and child.pid != not_pid:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    return child.pid
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def wait_for_writer(trainer_pid: int, not_pid: int | None = None, timeout: float = 30) -> int:
+    """The PID of the trainer's writer process (other than ``not_pid``) once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = writer_pid(trainer_pid, not_pid)
+        if pid:
+            return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no writer process of trainer {trainer_pid} started within {timeout} s")

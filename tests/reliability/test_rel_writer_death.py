@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from _reliability import child_env, popen_python, record, repetitions, run_python, wait_for
+from _child import wait_for_writer
+from _reliability import child_env, popen_python, record, repetitions, run_python
 
 TRAINER = """
 import json, os, sys, time, mltrack, mltrack.factory
@@ -45,22 +45,6 @@ print(json.dumps(dict(status=run.status.value, tags=list(run.tags), steps=steps)
 """
 
 
-def _writer_pid(trainer_pid: int, not_pid: int | None) -> int | None:
-    """The trainer's writer process (other than ``not_pid``, one already killed), if it runs."""
-    try:
-        children = psutil.Process(trainer_pid).children()
-    except psutil.NoSuchProcess:
-        return None
-    for child in children:
-        try:
-            if "mltrack._writer_process" in " ".join(child.cmdline()) and child.pid != not_pid:
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    return child.pid
-        except psutil.NoSuchProcess:
-            continue
-    return None
-
-
 def _kill_writers(backend: str, store: Path, kills: int, seconds: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     env = child_env(
@@ -76,14 +60,11 @@ def _kill_writers(backend: str, store: Path, kills: int, seconds: float, seed: i
         # The first kill lands during start-up (the writer is still importing its store).
         for i in range(kills):
             previous = killed[-1] if killed else None
-            found: list[int] = []
-            assert wait_for(
-                lambda: bool(found.append(_writer_pid(trainer.pid, previous) or 0) or found[-1]), 30
-            )
+            pid = wait_for_writer(trainer.pid, previous)
             if i:
                 time.sleep(rng.uniform(0.1, 2 * seconds / kills))
-            os.kill(found[-1], signal.SIGKILL)
-            killed.append(found[-1])
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
         time.sleep(rng.uniform(0.2, 1.0))  # the last replacement writer stores, then the run ends
         stop.touch()
         out, err = trainer.communicate(timeout=180)

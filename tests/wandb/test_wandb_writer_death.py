@@ -13,11 +13,10 @@ import signal
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from _wandb_native import leet_history, leet_summary
 
-from _child import popen_python, run_python
+from _child import popen_python, run_python, wait_for_writer
 
 TRAINER = """
 import json, os, time, mltrack, mltrack.factory
@@ -34,32 +33,6 @@ print("done", step, json.dumps(mltrack.factory.health_sync().details["writer"]),
 """
 
 
-def _writer_pid(trainer_pid: int, not_pid: int | None) -> int | None:
-    """The trainer's writer process (other than ``not_pid``, one already killed), once it runs."""
-    try:
-        children = psutil.Process(trainer_pid).children()
-    except psutil.NoSuchProcess:
-        return None
-    for child in children:
-        try:
-            if "mltrack._writer_process" in " ".join(child.cmdline()) and child.pid != not_pid:
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    return child.pid
-        except psutil.NoSuchProcess:
-            continue
-    return None
-
-
-def _wait_for_writer(trainer_pid: int, not_pid: int | None) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pid = _writer_pid(trainer_pid, not_pid)
-        if pid:
-            return pid
-        time.sleep(0.02)
-    raise AssertionError("no writer process started")
-
-
 @pytest.mark.slow  # ~19 s: three writer processes start, each importing wandb
 def test_writer_killed_twice_while_logging_to_wandb_loses_nothing(wandb_root: Path) -> None:
     stop = wandb_root.parent / "stop"
@@ -70,7 +43,7 @@ def test_writer_killed_twice_while_logging_to_wandb_loses_nothing(wandb_root: Pa
         run_id = trainer.stdout.readline().split()[1]
         killed: int | None = None
         for pause in (1.0, 1.5):
-            pid = _wait_for_writer(trainer.pid, killed)
+            pid = wait_for_writer(trainer.pid, killed)
             time.sleep(pause)  # the writer has stored points, some of a batch maybe half-way
             os.kill(pid, signal.SIGKILL)
             killed = pid
