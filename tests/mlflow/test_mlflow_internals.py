@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -183,3 +185,57 @@ def test_no_module_but_internals_touches_mlflows_internals(module: str) -> None:
     assert not owners, (
         f"{module} reads private attributes of {owners}: go through mltrack_mlflow/internals.py"
     )
+
+
+def test_a_creator_killed_while_mlflow_migrates_leaves_no_half_made_database(tmp_path: Path) -> None:
+    # A writer process killed as it starts can die inside MLflow's migrations: they run on a
+    # database made aside, so the store's own file appears only once complete.
+    root = tmp_path / "mlflow"
+    code = f"""
+import os, signal
+import mlflow.store.db.utils as db_utils
+from mltrack.config import BackendConfig
+from mltrack_mlflow.backend import MlflowBackend
+
+def killed_while_migrating(engine):
+    print("store file exists while migrating:", os.path.exists({str(root / "mlflow.db")!r}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+db_utils._upgrade_db = killed_while_migrating
+MlflowBackend.from_config(BackendConfig("mlflow", storage_path={str(root)!r})).store
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    assert done.stdout.strip() == "store file exists while migrating: False"
+    backend = _backend(root)  # the next process finds no store, or a whole one
+    try:
+        run = ExperimentRun(id=uuid.uuid4().hex[:24], experiment_name="after-kill", config={})
+        backend.mltrack_create_run(run)
+        backend.mltrack_finish_run(run.id, ExperimentStatus.COMPLETED, datetime.now(timezone.utc), {})
+        summary = backend.mltrack_get_run(run.id)
+        assert summary is not None and summary.status is ExperimentStatus.COMPLETED
+    finally:
+        backend.close()
+    assert not (root / ".mlflow.db.creating").exists()  # the killed creator's file was started over
+
+
+def test_a_database_left_half_made_by_a_killed_creator_is_started_over(tmp_path: Path) -> None:
+    # A writer process killed while MLflow migrates a new database leaves only the file made
+    # aside (here: garbage in its place); the store itself appears only once complete.
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    (root / ".mlflow.db.creating").write_bytes(b"half a migration")
+    backend = _backend(root)
+    try:
+        run = ExperimentRun(id=uuid.uuid4().hex[:24], experiment_name="aside", config={})
+        backend.mltrack_create_run(run)
+        backend.mltrack_finish_run(run.id, ExperimentStatus.COMPLETED, datetime.now(timezone.utc), {})
+    finally:
+        backend.close()
+    assert (root / "mlflow.db").is_file() and not (root / ".mlflow.db.creating").exists()
+    reader = _backend(root)
+    try:
+        summary = reader.mltrack_get_run(run.id)
+        assert summary is not None and summary.status is ExperimentStatus.COMPLETED
+    finally:
+        reader.close()

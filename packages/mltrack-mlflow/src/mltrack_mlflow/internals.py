@@ -173,9 +173,25 @@ def open_store(uri: str, artifacts_uri: str, *, remote: bool, db_path: Path | No
     with lock_path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            if not db_path.exists():
+                _create_aside(SqlAlchemyStore, db_path, artifacts_uri)
             return SqlAlchemyStore(uri, artifacts_uri)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _create_aside(store_class: Any, db_path: Path, artifacts_uri: str) -> None:
+    """Run MLflow's migrations on a database beside ``db_path``, then move it into place whole.
+
+    A process killed while migrating (a writer process killed as it starts) would otherwise
+    leave a half-migrated database no later process can open. Called with the creation lock
+    held, so a file left aside is a killed creator's and is started over.
+    """
+    aside = db_path.with_name(f".{db_path.name}.creating")
+    aside.unlink(missing_ok=True)
+    created = store_class(f"sqlite:///{aside}", artifacts_uri)
+    created.engine.dispose()
+    os.replace(aside, db_path)
 
 
 def hard_delete_run(store: Any, mlflow_id: str, tracking_uri: str, *, remote: bool) -> None:
