@@ -239,3 +239,22 @@ def test_a_database_left_half_made_by_a_killed_creator_is_started_over(tmp_path:
         assert summary is not None and summary.status is ExperimentStatus.COMPLETED
     finally:
         reader.close()
+
+
+def test_a_second_writer_of_one_run_changing_a_param_keeps_the_new_value_in_the_config(
+    tmp_path: Path,
+) -> None:
+    # Two processes writing one run (Optuna workers sharing a study's parent run): the second
+    # does not know which params the first logged, and MLflow refuses a changed value.
+    root = tmp_path / "mlflow"
+    first, second = _backend(root), _backend(root)
+    try:
+        run = ExperimentRun(id=uuid.uuid4().hex[:24], experiment_name="shared", config={})
+        first.mltrack_create_run(run)
+        first.mltrack_log_params(run.id, {"best": 1.5})
+        second.mltrack_log_params(run.id, {"best": 0.5, "trials": 4})
+        summary = second.mltrack_get_run(run.id)
+        assert summary is not None and summary.config == {"best": 0.5, "trials": 4}
+    finally:
+        first.close()
+        second.close()

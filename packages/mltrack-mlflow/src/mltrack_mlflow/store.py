@@ -181,11 +181,25 @@ class StoreAccess:
             self.store.log_batch(mlflow_id, metrics=[], params=[], tags=list(chunk))
 
     def log_params(self, state: OpenRun, config: Mapping[str, Any]) -> None:
-        """Log the flattened keys of ``config`` the run has no param for yet."""
-        new = [Param(k, v) for k, v in m.flatten_params(config).items() if k not in state.params]
-        for chunk in chunks(new, MAX_PARAMS_PER_CALL):
-            self.store.log_batch(state.mlflow_id, metrics=[], params=list(chunk), tags=[])
-        state.params.update(p.key for p in new)
+        """Log the flattened keys of ``config`` the run has no param for yet.
+
+        Another process writing the same run (a second Optuna worker on a study's parent run)
+        may have logged some meanwhile, and MLflow refuses a changed value: then the run's
+        params are read again and only the keys still new are logged.
+        """
+        flat = m.flatten_params(config)
+        for attempt in (1, 2):
+            new = [Param(k, v) for k, v in flat.items() if k not in state.params]
+            try:
+                for chunk in chunks(new, MAX_PARAMS_PER_CALL):
+                    self.store.log_batch(state.mlflow_id, metrics=[], params=list(chunk), tags=[])
+            except MlflowException:
+                if attempt == 2:
+                    raise
+                state.params.update(self.store.get_run(state.mlflow_id).data.params)
+                continue
+            state.params.update(p.key for p in new)
+            return
 
     def artifact_repo(self, artifact_uri: str) -> Any:
         """MLflow's artifact repository of a run's artifact URI."""
