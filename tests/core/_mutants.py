@@ -301,6 +301,14 @@ class MissesCrash(MemoryBackend):
         super().mltrack_finish_run(run_id, status, end_time, final_metrics)
 
 
+class ResumeKeepsFinishedStatus(MemoryBackend):
+    """A resumed run is not reopened: it keeps reading FAILED (or COMPLETED) while it is logged to."""
+
+    @hookimpl
+    def mltrack_resume_run(self, run_id: str) -> None:
+        self._get(run_id)
+
+
 # --- artifacts ---------------------------------------------------------------------------------
 
 
@@ -368,6 +376,7 @@ MUTANTS: dict[str, type[MemoryBackend]] = {
     "completed-stored-as-failed": CompletedStoredAsFailed,
     "ignores-status": IgnoresStatus,
     "misses-crash": MissesCrash,
+    "resume-keeps-finished-status": ResumeKeepsFinishedStatus,
     "duplicate-artifacts": DuplicateArtifacts,
     "artifact-type-forced-to-model": ArtifactTypeForcedToModel,
     "list-ignores-status-filter": ListIgnoresStatusFilter,

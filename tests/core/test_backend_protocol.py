@@ -21,6 +21,7 @@ NOT_BACKEND_HOOKS = {
     "mltrack_register_commands",
     "mltrack_open_ui",
     "mltrack_set_state",
+    "mltrack_resume_run",  # optional: resuming on a backend without it is an error naming it
 }
 
 

@@ -85,6 +85,7 @@ def test_the_entry_point_announces_the_backend_with_its_options() -> None:
         *("mltrack_create_run", "mltrack_log_metrics", "mltrack_log_params", "mltrack_log_artifact"),
         *("mltrack_set_tags", "mltrack_finish_run", "mltrack_delete_run", "mltrack_list_runs"),
         *("mltrack_get_run", "mltrack_get_metrics", "mltrack_list_artifacts", "mltrack_health"),
+        "mltrack_resume_run",
     }
     assert set(registration.hooks()) == stores_and_reads
 

@@ -1,9 +1,7 @@
-"""mltrack-jsonl: runs as JSON files on disk, a folder per run (the backend of docs/plugins/README.md).
-
+"""mltrack-jsonl: runs as JSON files on disk, a folder per run (the backend of docs/plugins/README.md):
 <root>/<run id>/run.json           the run (summary, artifacts, who writes it), replaced whole
 <root>/<run id>/metrics.jsonl      one line per metric of each batch, appended
-<root>/<run id>/artifacts/<name>   the copies of logged files
-"""
+<root>/<run id>/artifacts/<name>   the copies of logged files"""
 
 import json
 import os
@@ -103,9 +101,12 @@ class JsonlBackend(mltrack.Backend):
         final_metrics: Mapping[str, float],
     ) -> None:
         final = {"status": status, "end_time": end_time}
-        self._update(
-            run_id, lambda run: run.update(final, final_metrics={**run["final_metrics"], **final_metrics})
-        )
+        self._update(run_id, lambda run: run.update(final) or run["final_metrics"].update(final_metrics))
+
+    @mltrack.hookimpl
+    def mltrack_resume_run(self, run_id: str) -> None:  # running again, written by this process now
+        again = {"status": "running", "end_time": None, "writer": WriterRecord.current().to_json()}
+        self._update(run_id, lambda run: run.update(again))
 
     @mltrack.hookimpl
     def mltrack_delete_run(self, run_id: str) -> None:

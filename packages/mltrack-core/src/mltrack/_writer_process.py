@@ -152,6 +152,8 @@ class ProcessSink:
                 self._pending_points += op.points
             if op.hook == "mltrack_create_run":
                 self._open_runs[op.kwargs["run"].id] = None
+            elif op.hook == "mltrack_resume_run":
+                self._open_runs[op.kwargs["run_id"]] = None
             elif op.hook == "mltrack_finish_run":
                 self._open_runs.pop(op.kwargs["run_id"], None)
             proc = self._proc
@@ -225,6 +227,7 @@ class ProcessSink:
             if self._fruitless > 1:  # dying as it starts: do not spin, but keep everything
                 time.sleep(min(0.25 * 2 ** (self._fruitless - 2), 1.0))
             created = {op.kwargs["run"].id for _, op in pending if op.hook == "mltrack_create_run"}
+            created |= {op.kwargs["run_id"] for _, op in pending if op.hook == "mltrack_resume_run"}
             adopt = [run_id for run_id in self._open_runs if run_id not in created]
             points = sum(op.points for _, op in pending)
             log.warning(
@@ -326,6 +329,8 @@ class _OpenRuns:
     def observe(self, op: Op) -> None:
         if op.hook == "mltrack_create_run":
             self.last[op.kwargs["run"].id] = {}
+        elif op.hook == "mltrack_resume_run":
+            self.last[op.kwargs["run_id"]] = {}
         elif op.hook == "mltrack_finish_run":
             self.last.pop(op.kwargs["run_id"], None)
         elif op.hook == "mltrack_log_metrics":

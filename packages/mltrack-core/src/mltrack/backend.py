@@ -6,7 +6,10 @@ MyBackend(config)`` makes mypy or pyright check every signature. Each method sti
 ``@mltrack.hookimpl``. A test keeps it equal to the hookspecs, parameter for parameter.
 
 Optional for a backend (not part of the Protocol): ``mltrack_open_ui`` (a store with a web
-UI) and ``close()`` (called when mltrack lets the backend go, to release its store).
+UI), ``mltrack_resume_run`` (continuing a stored run: ``start_run(resume=...)`` on a backend
+without it is an error naming the backend and the hook; the conformance suite tests it),
+``mltrack_set_state`` and ``close()`` (called when mltrack lets the backend go, to release its
+store).
 """
 
 from __future__ import annotations

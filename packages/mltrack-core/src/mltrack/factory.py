@@ -93,6 +93,7 @@ def build_session(
         writer,
         preflight=_preflights(config, host),
         backends=[r.name for r in host.select_backends(config)],
+        reads=backends,
     )
 
 
@@ -203,10 +204,26 @@ def start_run(
     name: str | None = None,
     tags: Iterable[str] | None = None,
     description: str | None = None,
+    resume: str | None = None,
+    start_step: int | None = None,
 ) -> ActiveRun:
-    """Start a run for a plain training loop: ``with mltrack.start_run("exp", cfg) as run: ...``."""
+    """Start a run for a plain training loop: ``with mltrack.start_run("exp", cfg) as run: ...``.
+
+    ``resume=<run id or unique prefix>`` continues that stored run (finished, or crashed)
+    instead of starting one: automatic steps go on after its last step (or from
+    ``start_step``), ``config`` is merged into its config and ``tags`` added; it keeps its
+    experiment, name and description. See :meth:`mltrack.tracker.TrackingSession.resume_run`.
+    """
     session = tracking_session()
-    run = session.create_run(experiment_name, config, name=name, tags=tags, description=description)
+    run = session.create_run(
+        experiment_name,
+        config,
+        name=name,
+        tags=tags,
+        description=description,
+        resume=resume,
+        start_step=start_step,
+    )
     return ActiveRun(session, run)
 
 

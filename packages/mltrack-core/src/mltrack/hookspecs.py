@@ -148,6 +148,21 @@ def mltrack_set_state(run_id: str, values: Mapping[str, Any]) -> None:
 
 
 @hookspec
+def mltrack_resume_run(run_id: str) -> None:
+    """Reopen the stored run ``run_id`` to log into it again: status RUNNING, no end time. Since 0.1.
+
+    From ``start_run(resume=...)`` / ``create_run(resume=...)``, in place of
+    :func:`mltrack_create_run`, for a run that is finished or whose writer died (mltrack checks
+    both, and that the run exists, before calling). Record this process as the run's writer,
+    as ``mltrack_create_run`` does, so the run reads CRASHED if it dies too; keep everything
+    stored (config, tags, start time, metrics, artifacts). The points, params and tags that
+    follow are written as for any open run; the run's ``mltrack:resumed=<n>`` tag comes through
+    :func:`mltrack_set_tags`. Optional for a backend (not in the ``mltrack.Backend`` Protocol):
+    resuming a run on a backend without it is an error naming the backend and this hook.
+    """
+
+
+@hookspec
 def mltrack_delete_run(run_id: str) -> None:
     """Delete the run and everything stored for it, artifacts included. Since 0.1."""
 
@@ -241,6 +256,7 @@ __all__ = [
     "mltrack_open_ui",
     "mltrack_register_backends",
     "mltrack_register_commands",
+    "mltrack_resume_run",
     "mltrack_set_state",
     "mltrack_set_tags",
 ]

@@ -126,6 +126,13 @@ class MemoryBackend:
             stored.final_metrics.update(final_metrics)
 
     @hookimpl
+    def mltrack_resume_run(self, run_id: str) -> None:
+        with self._lock:
+            stored = self._get(run_id)
+            stored.status = ExperimentStatus.RUNNING
+            stored.end_time = None
+
+    @hookimpl
     def mltrack_delete_run(self, run_id: str) -> None:
         with self._lock:
             self._runs.pop(run_id, None)

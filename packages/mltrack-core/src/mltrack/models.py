@@ -24,6 +24,7 @@ from mltrack.errors import (
 )
 
 __all__ = [
+    "RESUMED_TAG",
     "ArtifactType",
     "ExperimentRun",
     "ExperimentStatus",
@@ -49,6 +50,9 @@ __all__ = [
 ]
 
 MAX_NAME_LENGTH = 255
+
+RESUMED_TAG = "mltrack:resumed"
+"""A run resumed ``n`` times carries the tags ``<this>=1`` ... ``<this>=<n>`` (one per resume)."""
 
 Context = tuple[tuple[str, Any], ...]
 """A metric context (e.g. ``{"subset": "val"}``) frozen as sorted items, so it can key a dict."""
@@ -564,6 +568,13 @@ class ExperimentSummary:
     def id(self) -> str:
         """Same as ``experiment_id``."""
         return self.experiment_id
+
+    @property
+    def resumed(self) -> int:
+        """How many times the run was resumed (``start_run(resume=...)``): its highest ``mltrack:resumed=<n>`` tag."""
+        prefix = f"{RESUMED_TAG}="
+        counts = [t[len(prefix) :] for t in self.tags if t.startswith(prefix)]
+        return max((int(c) for c in counts if c.isdigit()), default=0)
 
 
 @attrs.frozen

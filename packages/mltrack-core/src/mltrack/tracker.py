@@ -13,13 +13,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mltrack.authoring import check_artifact_name
 from mltrack.config import TrackingConfig
-from mltrack.errors import ArtifactError, BackendError, RunStateError, ValidationError
+from mltrack.errors import ArtifactError, BackendError, RunNotFoundError, RunStateError, ValidationError
 from mltrack.models import (
     MAX_STEP,
+    RESUMED_TAG,
     ArtifactType,
     Context,
     ExperimentRun,
@@ -39,6 +40,9 @@ from mltrack.models import (
     validate_name,
 )
 from mltrack.writer import Writer, WriterStats
+
+if TYPE_CHECKING:
+    from mltrack.plugins import ActiveBackends
 
 __all__ = ["ActiveRun", "MLTracker", "TrackingSession", "exit_status", "final_metric_key", "new_run_id"]
 
@@ -107,9 +111,12 @@ class TrackingSession:
         *,
         preflight: Sequence[tuple[str, Callable[[], None]]] = (),
         backends: Sequence[str] = (),
+        reads: Callable[[], ActiveBackends] | None = None,
     ) -> None:
         self.config = config
         self.writer = writer
+        self._reads = reads
+        """The stores to read a run to resume from (built on first use: the writer may be a process)."""
         self.backends = tuple(backends) or tuple(config.backends)
         """The backends written to, primary (the one reads ask) first."""
         self._preflight = list(preflight)
@@ -137,13 +144,24 @@ class TrackingSession:
         tags: Iterable[str] | None = None,
         description: str | None = None,
         run_id: str | None = None,
+        resume: str | None = None,
+        start_step: int | None = None,
     ) -> ExperimentRun:
         """Start a run and return it; it is visible to readers once the writer hands it on.
 
         Raises :class:`BackendError` when the primary store cannot take a run (read-only,
         full, missing): writes are asynchronous, so each backend's cheap preflight check is
         what lets this fail now rather than lose the run's points later.
+
+        ``resume``: the id (or a unique prefix) of a stored run to continue instead of a new
+        one; see :meth:`resume_run` (``start_step`` applies to it only).
         """
+        if resume is not None:
+            if run_id is not None:
+                raise ValidationError("create_run takes run_id or resume, not both")
+            return self.resume_run(resume, config, tags=tags, start_step=start_step)
+        if start_step is not None:
+            raise ValidationError("start_step is for a resumed run: pass resume=<run id> with it")
         self._check_stores()
         run = ExperimentRun(
             id=run_id or new_run_id(),
@@ -157,6 +175,91 @@ class TrackingSession:
             self._open[run.id] = run
         self.writer.submit("mltrack_create_run", run=run)
         return run
+
+    def resume_run(
+        self,
+        run_id: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        tags: Iterable[str] | None = None,
+        start_step: int | None = None,
+    ) -> ExperimentRun:
+        """Continue the stored run ``run_id`` (full id or unique prefix): log into it again.
+
+        The run reads RUNNING again and gets the tag ``mltrack:resumed=<n>`` (``n``: how many
+        times it was resumed, :attr:`ExperimentSummary.resumed`). Automatic steps continue
+        after each metric's last stored step, or all start at ``start_step``. ``config`` is
+        merged into the stored config (new keys added, a key given again takes the new value),
+        ``tags`` are added. A finished run (any status) or a crashed one can be resumed; a run
+        still RUNNING (its writer is alive) cannot: :class:`RunStateError`. An unknown id, or a
+        prefix matching several runs (listed), raises :class:`RunNotFoundError`; a backend
+        without the ``mltrack_resume_run`` hook raises :class:`BackendError` naming it.
+        """
+        if start_step is not None:
+            start_step = to_step(start_step)
+        plain = self._plain_config(config)
+        new_tags = _to_tags(tags)
+        if self._reads is None:
+            raise RunStateError("this session cannot read its stores, so it cannot resume a run")
+        from mltrack.repository import ExperimentRepository
+
+        backends = self._reads()
+        self._check_resumable(backends)
+        repo = ExperimentRepository(backends, before_read=self.flush)
+        try:
+            full_id = repo.resolve_id(run_id)
+        except RunNotFoundError as exc:
+            raise RunNotFoundError(f"cannot resume: {exc}") from None
+        with self._lock:
+            if full_id in self._open:
+                raise RunStateError(f"run {full_id} is open in this process already: log into it")
+        summary = repo.get_experiment_sync(full_id)
+        if summary.status is ExperimentStatus.RUNNING:
+            raise RunStateError(
+                f"run {full_id} is RUNNING: its writer process is alive (or on another machine), "
+                "and a run has one writer at a time. Stop that process (a run whose writer died "
+                "reads CRASHED and can be resumed), or start a new run"
+            )
+        self._check_stores()
+        last: dict[tuple[str, Context], tuple[int, float]] = {}
+        for series in repo.get_experiment_metrics_sync(full_id).all_series:
+            if len(series.steps):
+                last[(series.name, to_context(series.context))] = (
+                    int(series.steps[-1]),
+                    float(series.values[-1]),
+                )
+        experiment = summary.experiment_name or self.config.experiment_name
+        run = ExperimentRun(
+            id=full_id,
+            experiment_name=experiment,
+            config={**summary.config, **plain},
+            start_time=summary.start_time,
+            name=summary.name if summary.name != experiment else None,
+            tags=(*summary.tags, *new_tags),
+            description=summary.description,
+        )
+        count = summary.resumed + 1
+        with self._lock:
+            self._open[run.id] = run
+            self.writer.resume_steps(run.id, last, start_step)
+        self.writer.submit("mltrack_resume_run", run_id=run.id)
+        if plain:
+            self.writer.submit("mltrack_log_params", run_id=run.id, params=plain)
+        self.writer.submit("mltrack_set_tags", run_id=run.id, tags=[*new_tags, f"{RESUMED_TAG}={count}"])
+        return run
+
+    def _check_resumable(self, backends: ActiveBackends) -> None:
+        """Every store implements ``mltrack_resume_run``: a store without it would lose the run's writes."""
+        pm = backends.host.pm
+        for name, backend in zip(backends.names, backends.backend_objects):
+            if getattr(backend, "broken", None) is not None:
+                continue  # a fan-out store that never started: its writes are counted as lost anyway
+            hooks = {caller.name for caller in pm.get_hookcallers(backend) or ()}
+            if "mltrack_resume_run" not in hooks:
+                raise BackendError(
+                    f"backend {name!r} does not implement the hook mltrack_resume_run, so it cannot "
+                    "continue a stored run: upgrade its plugin, or start a new run"
+                )
 
     def _check_stores(self) -> None:
         for i, (backend, check) in enumerate(self._preflight):
@@ -540,8 +643,27 @@ class MLTracker:
         name: str | None = None,
         tags: Iterable[str] | None = None,
         description: str | None = None,
+        resume: str | None = None,
+        start_step: int | None = None,
     ) -> ExperimentRun:
-        """Start a run of ``experiment_name`` (default ``ML_EXPERIMENT_NAME``) with ``config``."""
+        """Start a run of ``experiment_name`` (default ``ML_EXPERIMENT_NAME``) with ``config``.
+
+        ``resume=<run id or unique prefix>`` continues that stored run instead (see
+        :meth:`TrackingSession.resume_run`); it reads the store in a worker thread.
+        """
+        if resume is not None:
+            return await asyncio.to_thread(
+                self.session.create_run,
+                experiment_name,
+                config,
+                name=name,
+                tags=tags,
+                description=description,
+                resume=resume,
+                start_step=start_step,
+            )
+        if start_step is not None:
+            raise ValidationError("start_step is for a resumed run: pass resume=<run id> with it")
         return self.session.create_run(experiment_name, config, name=name, tags=tags, description=description)
 
     async def log_metrics(

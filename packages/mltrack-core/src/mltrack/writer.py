@@ -381,6 +381,7 @@ class Writer:
         self._chunk = _Chunk()
         self._queue: deque[tuple[int, Op]] = deque()
         self._slots: dict[tuple[str, str, Context], list[Any]] = {}  # see _slot
+        self._first_step: dict[str, int] = {}  # run id -> first automatic step (a resumed run's)
         self._logged = 0  # points accepted by log calls
         self._shipped_points = 0  # points handed to the sink
         self._chunk_start = 0  # _logged when the open chunk was opened
@@ -458,7 +459,7 @@ class Writer:
         key = (run_id, name, context)
         slot = self._slots.get(key)
         if slot is None:
-            slot = self._slots[key] = [0, math.nan, None, 0]
+            slot = self._slots[key] = [self._first_step.get(run_id, 0), math.nan, None, 0]
         chunk = self._chunk
         kid = chunk.key_ids.get(key)
         if kid is None:
@@ -480,6 +481,21 @@ class Writer:
         with self._lock:
             for key in [k for k in self._slots if k[0] == run_id]:
                 del self._slots[key]
+            self._first_step.pop(run_id, None)
+
+    def resume_steps(
+        self, run_id: str, last: Mapping[tuple[str, Context], tuple[int, float]], start_step: int | None
+    ) -> None:
+        """Continue a resumed run's automatic steps: each metric after its ``last`` (step, value).
+
+        ``start_step``: every metric's automatic step starts there instead, new ones included.
+        """
+        with self._lock:
+            for (name, context), (step, value) in last.items():
+                first = step + 1 if start_step is None else start_step
+                self._slots[(run_id, name, context)] = [first, value, None, 0]
+            if start_step is not None:
+                self._first_step[run_id] = start_step
 
     def _before_append(self) -> None:
         """Slow path of a log call (lock held): raise a pending error, wait for space, seal."""

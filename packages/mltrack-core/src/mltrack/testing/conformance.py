@@ -45,7 +45,7 @@ import attrs
 import pytest
 
 from mltrack.config import TrackingConfig
-from mltrack.errors import BackendError, RunNotFoundError
+from mltrack.errors import BackendError, RunNotFoundError, RunStateError
 from mltrack.factory import build_session, open_repository
 from mltrack.memory import clear as clear_memory_store
 from mltrack.models import (
@@ -375,6 +375,93 @@ class BackendConformance:
             assert session.open_runs == []
         finally:
             session.close()
+
+    # --- resume ---------------------------------------------------------------------------
+
+    def test_resumed_run_continues_its_steps_config_and_count(self, harness: Harness) -> None:
+        """``create_run(resume=id)`` reopens a finished run: RUNNING again, automatic steps go on
+        after the last stored one (no gap, no duplicate), config merged, ``resumed`` counted."""
+        s = harness.session
+        run = s.create_run("conformance-resume", {"lr": 0.1, "agent": "PPO"}, name="long", tags=["first"])
+        for step in range(4):
+            s.log_metric(run, "loss", 10.0 - step)
+        s.log_metric(run, "acc", 0.5, context={"subset": "val"})
+        s.finish_run(run, ExperimentStatus.FAILED)
+
+        again = s.create_run(resume=run.id, config={"lr": 0.01, "seed": 7}, tags=["second"])
+        assert again.id == run.id
+        got = harness.repo.get_experiment_sync(run.id)
+        assert got.status is ExperimentStatus.RUNNING
+        assert got.end_time is None
+        assert got.config == {"lr": 0.01, "agent": "PPO", "seed": 7}
+        assert {"first", "second"} <= set(got.tags)
+        assert got.resumed == 1
+        assert got.name == "long" and got.experiment_name == "conformance-resume"
+        assert abs((got.start_time - run.start_time).total_seconds()) < 2
+        for value in (6.0, 5.0):
+            s.log_metric(again, "loss", value)
+        s.log_metric(again, "acc", 0.75, context={"subset": "val"})
+        s.finish_run(again)
+
+        history = harness.repo.get_experiment_metrics_sync(run.id)
+        loss = history.series("loss")
+        assert list(zip(loss.steps, loss.values)) == [(i, 10.0 - i) for i in range(6)]
+        acc = history.series("acc", {"subset": "val"})
+        assert list(zip(acc.steps, acc.values)) == [(0, 0.5), (1, 0.75)]
+        done = harness.repo.get_experiment_sync(run.id)
+        assert done.status is ExperimentStatus.COMPLETED and done.end_time is not None
+        assert done.final_metrics["loss"] == 5.0
+        assert done.resumed == 1
+
+    def test_crashed_run_resumes_at_a_given_start_step_and_counts_twice(self, harness: Harness) -> None:
+        """A CRASHED run resumes; ``start_step`` sets where automatic steps go on; a second resume counts 2."""
+        s = harness.session
+        run = s.create_run("conformance-resume")
+        for step in range(3):
+            s.log_metric(run, "reward", float(step))
+        s.finish_run(run, ExperimentStatus.CRASHED)
+        first = s.create_run(resume=run.id)
+        s.log_metric(first, "reward", 3.0)
+        s.finish_run(first, ExperimentStatus.CRASHED)
+        second = s.create_run(resume=run.id[:12], start_step=100)
+        s.log_metric(second, "reward", 100.0)
+        s.log_metric(second, "reward", 101.0)
+        s.finish_run(second)
+        reward = harness.repo.get_experiment_metrics_sync(run.id).series("reward")
+        assert list(reward.steps) == [0, 1, 2, 3, 100, 101]
+        got = harness.repo.get_experiment_sync(run.id)
+        assert got.resumed == 2 and got.status is ExperimentStatus.COMPLETED
+
+    def test_resume_of_an_unknown_or_ambiguous_id_raises_run_not_found(self, harness: Harness) -> None:
+        """An unknown id, or a prefix matching several runs (named in the error), opens no run."""
+        s = harness.session
+        with pytest.raises(RunNotFoundError):
+            s.create_run(resume="0" * 24)
+        runs = [s.create_run("conformance-resume")]
+        while len({r.id[0] for r in runs}) == len(runs):  # until two ids share their first character
+            runs.append(s.create_run("conformance-resume"))
+        prefix = next(r.id[0] for r in runs if sum(o.id[0] == r.id[0] for o in runs) > 1)
+        for r in runs:
+            s.finish_run(r)
+        with pytest.raises(RunNotFoundError) as caught:
+            s.create_run(resume=prefix)
+        assert "ambiguous" in str(caught.value)
+        assert all(r.id in str(caught.value) for r in runs if r.id.startswith(prefix))
+        assert s.open_runs == []
+
+    def test_resume_of_a_run_with_a_live_writer_raises(self, harness: Harness) -> None:
+        """A run still RUNNING (its writer is alive: another session here) cannot be resumed."""
+        run = harness.session.create_run("conformance-resume")
+        harness.session.log_metric(run, "loss", 1.0, step=0)
+        harness.session.flush()
+        other = build_session(harness.config, lambda: harness.backends, harness.host)
+        try:
+            with pytest.raises(RunStateError, match="RUNNING"):
+                other.create_run(resume=run.id)
+            assert other.open_runs == []
+        finally:
+            other.close()
+        assert harness.repo.get_experiment_sync(run.id).status is ExperimentStatus.RUNNING
 
     # --- metrics --------------------------------------------------------------------------
 
