@@ -7,12 +7,16 @@ backend module, and with it mlflow, is imported only when the backend is selecte
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from mltrack.config import BackendConfig
 from mltrack.hookspecs import RegisterBackend, hookimpl
 from mltrack_mlflow.settings import MlflowOptions, preflight
 
-__all__ = ["create_backend", "mltrack_register_backends"]
+if TYPE_CHECKING:
+    import click
+
+__all__ = ["create_backend", "mltrack_register_backends", "mltrack_register_commands"]
 
 
 def create_backend(config: BackendConfig) -> object:
@@ -43,3 +47,11 @@ def mltrack_register_backends(register: RegisterBackend) -> None:
         options=MlflowOptions,  # a mistyped option is an error, not a write to ./mlflow_logs
         backend_class="mltrack_mlflow.backend:MlflowBackend",
     )
+
+
+@hookimpl
+def mltrack_register_commands(cli: click.Group) -> None:
+    """Add ``mltrack cluster up|down|env`` (the reference deployment; needs ``mltrack-mlflow[cluster]``)."""
+    from mltrack_mlflow.cluster_cli import cluster
+
+    cli.add_command(cluster)
