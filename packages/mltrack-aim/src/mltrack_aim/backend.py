@@ -240,6 +240,21 @@ class AimBackend:
             self._publish(run_id)
 
     @hookimpl
+    def mltrack_resume_run(self, run_id: str) -> None:
+        """Reopen a finished or crashed run for writing (Aim's ``Run(run_hash=...)``): RUNNING again.
+
+        Opening it writable clears Aim's ``end_time`` and takes its lock; this process is
+        recorded as its writer, so the run reads CRASHED again if it dies too.
+        """
+        with self._lock:
+            run = self._open_run(run_id)
+            run[MLTRACK_KEY, "status"] = ExperimentStatus.RUNNING.value
+            run[MLTRACK_KEY, "end_time"] = None
+            run[MLTRACK_KEY, "writer"] = WriterRecord.current().to_json()
+            self._wait_remote()
+            self._publish(run_id)
+
+    @hookimpl
     def mltrack_delete_run(self, run_id: str) -> None:
         """Delete the run's data, its index entry and its artifact files."""
         with self._lock:

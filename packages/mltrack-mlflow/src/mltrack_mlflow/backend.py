@@ -256,6 +256,25 @@ class MlflowBackend:
         )
 
     @hookimpl
+    def mltrack_resume_run(self, run_id: str) -> None:
+        """Reopen the run in place: MLflow's status RUNNING again, logging goes on into the same run_id.
+
+        This process is recorded as the run's writer, so the run reads CRASHED if it dies too.
+        MLflow keeps the earlier end time until the run finishes again; mltrack shows none meanwhile.
+        """
+        with self._lock, self._errors(f"resuming run {run_id}"):
+            state = self._writable(run_id)
+            self._log_tags(
+                state.mlflow_id, {m.STATUS_TAG: ExperimentStatus.RUNNING.value, m.WRITER_TAG: WRITER}
+            )
+            self.store.update_run_info(
+                state.mlflow_id,
+                RunStatus.from_string(m.to_mlflow_status(ExperimentStatus.RUNNING)),
+                None,
+                None,
+            )
+
+    @hookimpl
     def mltrack_delete_run(self, run_id: str) -> None:
         """Delete the run for good: artifacts, then the run (soft-deleted, then purged where the store can)."""
         with self._lock, self._errors(f"deleting run {run_id}"):

@@ -379,14 +379,15 @@ class BackendConformance:
     # --- resume ---------------------------------------------------------------------------
 
     def test_resumed_run_continues_its_steps_config_and_count(self, harness: Harness) -> None:
-        """``create_run(resume=id)`` reopens a finished run: RUNNING again, automatic steps go on
-        after the last stored one (no gap, no duplicate), config merged, ``resumed`` counted."""
+        """``create_run(resume=id)`` reopens a crashed or finished run: RUNNING again, automatic
+        steps go on after the last stored one (no gap, no duplicate) or at ``start_step``,
+        config merged, tags added, ``resumed`` counted once per resume."""
         s = harness.session
         run = s.create_run("conformance-resume", {"lr": 0.1, "agent": "PPO"}, name="long", tags=["first"])
         for step in range(4):
             s.log_metric(run, "loss", 10.0 - step)
         s.log_metric(run, "acc", 0.5, context={"subset": "val"})
-        s.finish_run(run, ExperimentStatus.FAILED)
+        s.finish_run(run, ExperimentStatus.CRASHED)
 
         again = s.create_run(resume=run.id, config={"lr": 0.01, "seed": 7}, tags=["second"])
         assert again.id == run.id
@@ -401,7 +402,7 @@ class BackendConformance:
         for value in (6.0, 5.0):
             s.log_metric(again, "loss", value)
         s.log_metric(again, "acc", 0.75, context={"subset": "val"})
-        s.finish_run(again)
+        s.finish_run(again, ExperimentStatus.FAILED)
 
         history = harness.repo.get_experiment_metrics_sync(run.id)
         loss = history.series("loss")
@@ -409,59 +410,46 @@ class BackendConformance:
         acc = history.series("acc", {"subset": "val"})
         assert list(zip(acc.steps, acc.values)) == [(0, 0.5), (1, 0.75)]
         done = harness.repo.get_experiment_sync(run.id)
-        assert done.status is ExperimentStatus.COMPLETED and done.end_time is not None
+        assert done.status is ExperimentStatus.FAILED and done.end_time is not None
         assert done.final_metrics["loss"] == 5.0
         assert done.resumed == 1
 
-    def test_crashed_run_resumes_at_a_given_start_step_and_counts_twice(self, harness: Harness) -> None:
-        """A CRASHED run resumes; ``start_step`` sets where automatic steps go on; a second resume counts 2."""
-        s = harness.session
-        run = s.create_run("conformance-resume")
-        for step in range(3):
-            s.log_metric(run, "reward", float(step))
-        s.finish_run(run, ExperimentStatus.CRASHED)
-        first = s.create_run(resume=run.id)
-        s.log_metric(first, "reward", 3.0)
-        s.finish_run(first, ExperimentStatus.CRASHED)
-        second = s.create_run(resume=run.id[:12], start_step=100)
-        s.log_metric(second, "reward", 100.0)
-        s.log_metric(second, "reward", 101.0)
-        s.finish_run(second)
-        reward = harness.repo.get_experiment_metrics_sync(run.id).series("reward")
-        assert list(reward.steps) == [0, 1, 2, 3, 100, 101]
-        got = harness.repo.get_experiment_sync(run.id)
-        assert got.resumed == 2 and got.status is ExperimentStatus.COMPLETED
+        last = s.create_run(resume=run.id[:12], start_step=100)  # a unique prefix will do
+        s.log_metric(last, "loss", 1.0)
+        s.log_metric(last, "loss", 0.5)
+        s.finish_run(last)
+        loss = harness.repo.get_experiment_metrics_sync(run.id).series("loss")
+        assert list(loss.steps) == [0, 1, 2, 3, 4, 5, 100, 101]
+        done = harness.repo.get_experiment_sync(run.id)
+        assert done.resumed == 2 and done.status is ExperimentStatus.COMPLETED
+        assert done.config == {"lr": 0.01, "agent": "PPO", "seed": 7}
 
-    def test_resume_of_an_unknown_or_ambiguous_id_raises_run_not_found(self, harness: Harness) -> None:
-        """An unknown id, or a prefix matching several runs (named in the error), opens no run."""
+    def test_resume_refuses_unknown_ambiguous_and_running_runs(self, harness: Harness) -> None:
+        """An unknown id, a prefix matching several runs (each named in the error) and a run still
+        RUNNING (its writer, another session, is alive) raise; no run is opened."""
         s = harness.session
-        with pytest.raises(RunNotFoundError):
-            s.create_run(resume="0" * 24)
-        runs = [s.create_run("conformance-resume")]
-        while len({r.id[0] for r in runs}) == len(runs):  # until two ids share their first character
-            runs.append(s.create_run("conformance-resume"))
-        prefix = next(r.id[0] for r in runs if sum(o.id[0] == r.id[0] for o in runs) > 1)
-        for r in runs:
-            s.finish_run(r)
-        with pytest.raises(RunNotFoundError) as caught:
-            s.create_run(resume=prefix)
-        assert "ambiguous" in str(caught.value)
-        assert all(r.id in str(caught.value) for r in runs if r.id.startswith(prefix))
-        assert s.open_runs == []
-
-    def test_resume_of_a_run_with_a_live_writer_raises(self, harness: Harness) -> None:
-        """A run still RUNNING (its writer is alive: another session here) cannot be resumed."""
-        run = harness.session.create_run("conformance-resume")
-        harness.session.log_metric(run, "loss", 1.0, step=0)
-        harness.session.flush()
-        other = build_session(harness.config, lambda: harness.backends, harness.host)
+        other = build_session(
+            attrs.evolve(harness.config, writer="thread"), lambda: harness.backends, harness.host
+        )
         try:
+            with pytest.raises(RunNotFoundError):
+                other.create_run(resume="0" * 24)
+            prefix = uuid.uuid4().hex[:6]
+            twins = [
+                s.create_run("conformance-resume", run_id=prefix + uuid.uuid4().hex[:18]) for _ in range(2)
+            ]
+            s.log_metric(twins[0], "loss", 1.0, step=0)
+            s.finish_run(twins[1])
+            with pytest.raises(RunNotFoundError) as caught:
+                other.create_run(resume=prefix)
+            assert "ambiguous" in str(caught.value)
+            assert all(t.id in str(caught.value) for t in twins)
             with pytest.raises(RunStateError, match="RUNNING"):
-                other.create_run(resume=run.id)
+                other.create_run(resume=twins[0].id)
             assert other.open_runs == []
         finally:
             other.close()
-        assert harness.repo.get_experiment_sync(run.id).status is ExperimentStatus.RUNNING
+        assert harness.repo.get_experiment_sync(twins[0].id).status is ExperimentStatus.RUNNING
 
     # --- metrics --------------------------------------------------------------------------
 
