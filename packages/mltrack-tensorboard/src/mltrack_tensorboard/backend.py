@@ -680,6 +680,26 @@ class TensorboardBackend:
                     os.fsync(handle.fileno())
 
     @hookimpl
+    def mltrack_resume_run(self, run_id: str) -> None:
+        """Reopen a finished or crashed run: a RUNNING status record (no end time) and this process as writer.
+
+        Later meta records win, so readers see the run RUNNING again; its points go to event
+        files of this process in the same folder, read with the earlier ones as one history.
+        """
+        with self._lock, _errors(f"resuming run {run_id}"):
+            state = self._writable(run_id)
+            meta = self._meta(state.folder)
+            finals = {} if meta is None else meta.final_metrics
+            info = {"status": ExperimentStatus.RUNNING.value, "end_time": None, "final_metrics": finals}
+            self._write_values(
+                state,
+                [
+                    rec.json_summary("mltrack/status", info),
+                    rec.json_summary("mltrack/writer", {"writer": self._writer}),
+                ],
+            )
+
+    @hookimpl
     def mltrack_delete_run(self, run_id: str) -> None:
         """Delete the run's folder: its event files and artifacts."""
         with self._lock, _errors(f"deleting run {run_id}"):

@@ -36,7 +36,7 @@ import string
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,6 +59,7 @@ from mltrack_wandb.runlog import (
     SIDECAR,
     WANDB_FOLDER,
     RunLog,
+    merge_segments,
     mltrack_id,
     pb,
     read_run,
@@ -129,23 +130,35 @@ class WandbBackend(mltrack.Backend):
     # --- folders ------------------------------------------------------------------------
 
     def _folder(self, run_id: str) -> Path | None:
-        """The run folder of exactly mltrack id ``run_id`` (user input: anything not an id is no run)."""
-        if not isinstance(run_id, str) or not RUN_ID.match(run_id):
-            return None
+        """The run folder of exactly mltrack id ``run_id`` (user input: anything not an id is no run).
+
+        A resumed run has a folder per resume: this is the latest, the one written to."""
         known = self._folders.get(run_id)
-        if known is not None and known.is_dir():
+        if known is not None and known.is_dir() and run_id in self._open:
             return known
-        if not self.runs_dir.is_dir():
-            return None
+        segments = self._segments(run_id)
+        return segments[-1] if segments else None
+
+    def _segments(self, run_id: str) -> list[Path]:
+        """Every folder of run ``run_id``, oldest first (one, or one more per resume)."""
+        if not isinstance(run_id, str) or not RUN_ID.match(run_id) or not self.runs_dir.is_dir():
+            return []
         pattern = f"*run-*-{run_id}" if MLTRACK_ID.match(run_id) else "*run-*-*"
+        known = self._folders.get(run_id)
+        match = None if known is None else RUN_FOLDER.match(known.name)
+        if match is not None and match.group(1) != run_id:  # a run W&B wrote: its folders name W&B's id
+            pattern = f"*run-*-{match.group(1)}"
+        found = []
         for path in self.runs_dir.glob(pattern):
             match = RUN_FOLDER.match(path.name)
             if match is None or not (path / f"run-{match.group(1)}.wandb").is_file():
                 continue
-            self._folders[mltrack_id(match.group(1))] = path
             if mltrack_id(match.group(1)) == run_id:
-                return path
-        return None
+                found.append(path)
+        found.sort(key=lambda path: path.name.split("run-", 1)[1])  # by the time in the name
+        if found:
+            self._folders[run_id] = found[-1]
+        return found
 
     def _log(self, folder: Path) -> RunLog | None:
         """The run in ``folder``, read up to what was appended last (cached per folder); None if none."""
@@ -159,15 +172,21 @@ class WandbBackend(mltrack.Backend):
         return cached if cached.start is not None or cached.last_num else None
 
     def _scan(self) -> Iterator[RunLog]:
-        """Every run folder under ``<root>/wandb``, mltrack's and W&B's own."""
+        """Every run under ``<root>/wandb``, mltrack's and W&B's own (a resumed run's folders as one)."""
         if not self.runs_dir.is_dir():
             return
+        runs: dict[str, list[tuple[str, RunLog]]] = {}
         for path in self.runs_dir.iterdir():
             if RUN_FOLDER.match(path.name) and path.is_dir():
                 found = self._log(path)
                 if found is not None:
-                    self._folders.setdefault(mltrack_id(found.run_id), path)
-                    yield found
+                    runs.setdefault(mltrack_id(found.run_id), []).append(
+                        (path.name.split("run-", 1)[1], found)
+                    )
+        for run_id, segments in runs.items():
+            segments.sort(key=lambda item: item[0])
+            self._folders.setdefault(run_id, segments[-1][1].folder)
+            yield merge_segments([log for _, log in segments])
 
     # --- writing records ----------------------------------------------------------------
 
@@ -430,25 +449,68 @@ class WandbBackend(mltrack.Backend):
                 self.uploads.start(run_id, state.log.folder)
 
     @mltrack.hookimpl
+    def mltrack_resume_run(self, run_id: str) -> None:
+        """Continue the run in a new folder ``offline-run-<now>-<W&B id>``, as W&B's own resume does
+        offline (its run record marked ``resumed``); reads merge the run's folders into one run."""
+        with self._lock, _errors(f"resuming run {run_id}"):
+            old = self._open.pop(run_id, None)
+            if old is not None:
+                old.handle.close()
+            found = self._read(run_id)
+            if found is None:
+                raise RunNotFoundError(f"wandb: no run {run_id!r} under {self.runs_dir}")
+            now = datetime.now(timezone.utc)
+            folder = self.runs_dir / f"offline-run-{now.astimezone():%Y%m%d_%H%M%S}-{found.run_id}"
+            latest = found.folder.name.split("run-", 1)[1]
+            while folder.exists() or folder.name.split("run-", 1)[1] <= latest:  # after every earlier one
+                now += timedelta(seconds=1)
+                folder = self.runs_dir / f"offline-run-{now.astimezone():%Y%m%d_%H%M%S}-{found.run_id}"
+            (folder / "files").mkdir(parents=True)
+            parsed = RunLog(folder, found.run_id)
+            state = _OpenRun(
+                log=parsed,
+                handle=parsed.path.open("ab"),
+                offset=0,
+                num=0,
+                start=found.start or now,
+                project=found.project,
+                name=found.name,
+                notes=found.notes,
+                tags=list(found.tags),
+                config={k: v for k, v in found.config.items() if k != "_wandb"},
+            )
+            sidecar = {k: v for k, v in found.sidecar.items() if k != "end_time"}
+            self._write_sidecar(state, **{**sidecar, "writer": self._writer})
+            for key, (name, context) in state.log.sidecar.get("metrics", {}).items():
+                state.keys[(name, tuple(sorted(context.items())))] = key
+            header = pb.Record()
+            header.header.version_info.producer = f"{wandb.__version__}+mltrack"
+            header.header.version_info.min_consumer = "0.70.0"
+            run_record = self._run_record(state)
+            run_record.run.resumed = True
+            self._append(state, header, run_record)
+            self._open[run_id] = state
+            self._folders[run_id] = folder
+
+    @mltrack.hookimpl
     def mltrack_delete_run(self, run_id: str) -> None:
-        """Delete the run folder: its log, sidecar and artifact copies."""
+        """Delete the run's folders (one per resume): logs, sidecars and artifact copies."""
         with self._lock, _errors(f"deleting run {run_id}"):
             state = self._open.pop(run_id, None)
             if state is not None:
                 state.handle.close()
-            folder = self._folder(run_id)
-            if folder is None:
-                return
-            shutil.rmtree(folder, ignore_errors=True)
+            for folder in self._segments(run_id):
+                shutil.rmtree(folder, ignore_errors=True)
+                self._logs.pop(folder, None)
             self._folders.pop(run_id, None)
-            self._logs.pop(folder, None)
 
     # --- reads --------------------------------------------------------------------------
 
     def _read(self, run_id: str) -> RunLog | None:
-        """The run with exactly mltrack id ``run_id``, read to its end; None if there is none."""
-        folder = self._folder(run_id)
-        return None if folder is None else self._log(folder)
+        """The run with exactly mltrack id ``run_id``, read to its end (every folder of a resumed
+        run, merged); None if there is none."""
+        logs = [log for folder in self._segments(run_id) if (log := self._log(folder)) is not None]
+        return merge_segments(logs) if logs else None
 
     @mltrack.hookimpl
     def mltrack_list_runs(self, run_filter: mltrack.RunFilter) -> list[mltrack.ExperimentSummary]:

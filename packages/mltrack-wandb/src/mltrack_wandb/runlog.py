@@ -23,7 +23,7 @@ from mltrack.authoring import WriterRecord, run_status
 from mltrack.models import MAX_NAME_LENGTH, ExperimentStatus
 from mltrack_wandb import records
 
-__all__ = ["EXIT_CODES", "SIDECAR", "RunLog", "mltrack_id", "read_run"]
+__all__ = ["EXIT_CODES", "SIDECAR", "RunLog", "merge_segments", "mltrack_id", "read_run"]
 
 pb: Any = wandb_internal_pb2  # generated per protobuf version: no type stubs
 
@@ -292,6 +292,32 @@ class RunLog:
             experiment_name=self.experiment,
             description=self.notes or None,
         )
+
+
+def merge_segments(segments: list[RunLog]) -> RunLog:
+    """One run read from the folders W&B keeps of it, oldest first: a resumed run gets a new
+    ``offline-run-<time>-<id>`` folder per resume (as ``wandb.init(id=..., resume=...)`` offline).
+
+    The last folder says the run's state (status, name, tags, config, writer); the start is
+    the first one's; history, summary and artifacts are every folder's, later ones winning.
+    """
+    if len(segments) == 1:
+        return segments[0]
+    last = segments[-1]
+    merged = attrs.evolve(last, columns={}, pending_rows=[], summary={}, artifacts={})
+    merged.start = segments[0].start or last.start
+    metrics: dict[str, Any] = {}
+    for part in segments:
+        for key, (steps, values, stamps) in part.history.items():
+            cols = merged.columns.setdefault(key, ([], [], []))
+            cols[0].extend(steps)
+            cols[1].extend(values)
+            cols[2].extend(stamps)
+        merged.summary.update(part.summary)
+        merged.artifacts.update(part.artifacts)
+        metrics.update(part.sidecar.get("metrics") or {})
+    merged.sidecar = {**last.sidecar, "metrics": metrics}
+    return merged
 
 
 def read_run(folder: str | os.PathLike[str]) -> RunLog | None:
