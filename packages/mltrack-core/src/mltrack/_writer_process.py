@@ -5,8 +5,9 @@ process imports the backend, writes, and when the pipe closes without a goodbye 
 trainer was killed) it stores everything it received, marks the trainer's open runs
 CRASHED and exits. The store's import cost and its Python work never touch the trainer.
 
-Protocol: length-prefixed pickles. Trainer -> writer: ``("config", TrackingConfig)``, then
-``("op", seq, Op)``, ``("barrier", n)``, ``("adopt", run_ids)`` (runs an earlier writer
+Protocol: length-prefixed pickles. Trainer -> writer: ``("config", TrackingConfig)``,
+``("spool", path)`` when the trainer spools (this process then records each stored
+operation in the spool's ack file, and holds its lock while it lives), then ``("op", seq, Op)``, ``("barrier", n)``, ``("adopt", run_ids)`` (runs an earlier writer
 created) and finally ``("close",)``. Writer -> trainer: ``("stored", seq, stats)`` once
 operation ``seq`` is stored (the trainer keeps each operation until then, to send it again to
 a new writer if this one dies), ``("ack", n, stats, error)`` once every operation before
@@ -86,8 +87,9 @@ class ProcessSink:
     writer) is given up: what it holds is counted as not delivered.
     """
 
-    def __init__(self, config: TrackingConfig, stats: WriterStats) -> None:
+    def __init__(self, config: TrackingConfig, stats: WriterStats, spool_path: str | None = None) -> None:
         self._config = config
+        self._spool_path = spool_path
         self._stats = stats
         self._lock = threading.RLock()  # the pipe to the writer, and replacing the writer
         self._cond = threading.Condition()  # acknowledgements: pending, barrier acks, stats
@@ -121,6 +123,8 @@ class ProcessSink:
         )
         assert proc.stdin is not None
         _send(proc.stdin, ("config", self._config))
+        if self._spool_path is not None:
+            _send(proc.stdin, ("spool", self._spool_path))
         self._generation += 1
         threading.Thread(
             target=self._read_replies,
@@ -394,6 +398,8 @@ def _serve() -> int:
             retry_window=config.retry_window,
         )
     open_runs = _OpenRuns()
+    acks = None
+    spool_path: str | None = None
     error: str | None = failure if config.strict else None
     goodbye = False
     while True:
@@ -412,9 +418,11 @@ def _serve() -> int:
             else:
                 try:
                     sink.deliver(op)
+                    if acks is not None and op.seq and sink.delivered_all:
+                        acks.add((op.seq,))  # recovery after a group kill starts after it
                 except Exception as exc:  # strict mode: reported with the next ack
                     error = f"{type(exc).__name__}: {exc}"
-            reply(("stored", seq, _stats_dict(stats)))  # the trainer may let it go
+            reply(("stored", seq, _stats_dict(stats)))  # the trainer may let it go (it is spooled)
         elif kind == "adopt":
             # Runs an earlier writer process created, open still: crash-mark them if the trainer
             # dies, and open them here now (an empty params merge) so their liveness names us.
@@ -425,6 +433,14 @@ def _serve() -> int:
                         sink.deliver(Op("mltrack_log_params", {"run_id": run_id, "params": {}}))
                     except Exception as exc:
                         error = f"{type(exc).__name__}: {exc}"
+        elif kind == "spool":
+            from mltrack.spool import AckLog
+
+            spool_path = message[1]
+            try:
+                acks = AckLog(message[1])
+            except OSError as exc:
+                log.error("mltrack: cannot open the spool's ack file: %s", exc)
         elif kind == "barrier":
             reply(("ack", message[1], _stats_dict(stats), error))
             error = None
@@ -450,9 +466,25 @@ def _serve() -> int:
                 )
             except Exception as exc:
                 log.error("mltrack: could not mark run %s crashed: %s", run_id, exc)
+    if acks is not None:
+        acks.close()
     if backends is not None:
         backends.close()
+    if not goodbye and spool_path is not None:
+        # The trainer died: what it spooled and never shipped here is delivered now.
+        _recover_spool(spool_path)
     return 0
+
+
+def _recover_spool(path: str) -> None:
+    from pathlib import Path
+
+    from mltrack.spool import recover
+
+    try:
+        recover(Path(path))
+    except Exception as exc:  # the next mltrack process or `mltrack sync` tries again
+        log.error("mltrack: could not deliver the spool %s: %s", path, exc)
 
 
 def _activate(config: TrackingConfig) -> tuple[ActiveBackends | None, str | None]:

@@ -72,29 +72,65 @@ def build_session(
         "hook_timeout": config.hook_timeout,
         "retry_window": config.retry_window,
     }
-    if _writer_mode(config, host) == "process":
+    offline = bool(env("MLTRACK_OFFLINE"))
+    spool = _open_spool(config, offline)
+    if offline:
+        from mltrack.spool import SpoolOnlySink
+
+        # No store at all: the spool keeps everything; observers still see every write.
+        observers = HookSink(host.observer_targets, stats, counts_points=False, **tuning)
+        sink = ObservedSink(SpoolOnlySink(), observers)
+    elif _writer_mode(config, host) == "process":
         from mltrack._writer_process import ProcessSink
 
         # The writer process stores; observers stay here, where in-code plugins live.
         observers = HookSink(host.observer_targets, stats, counts_points=False, **tuning)
-        sink = ObservedSink(ProcessSink(config, stats), observers)
+        spool_path = None if spool is None else str(spool.path)
+        sink = ObservedSink(ProcessSink(config, stats, spool_path), observers)
     else:
         active = backends()
         sink = HookSink(lambda: active.write_targets, stats, **tuning)
+        if spool is not None:
+            from mltrack.spool import AckingSink, AckLog
+
+            sink = AckingSink(sink, AckLog(spool.path))
     writer = Writer(
         sink,
         stats=stats,
         flush_interval=config.flush_interval,
         batch_size=config.batch_size,
         max_buffered_points=config.max_buffered_points,
+        spool=spool,
     )
     return TrackingSession(
         config,
         writer,
-        preflight=_preflights(config, host),
+        preflight=[] if offline else _preflights(config, host),
         backends=[r.name for r in host.select_backends(config)],
         reads=backends,
     )
+
+
+def _open_spool(config: TrackingConfig, offline: bool) -> Any:
+    """This session's spool file (None with ``MLTRACK_SPOOL=0``, or if it cannot be created: logged)."""
+    if not (offline or env("MLTRACK_SPOOL")):
+        return None
+    from mltrack.spool import Spool, default_spool_dir
+
+    directory = default_spool_dir()
+    try:
+        return Spool(directory, config, max_bytes=env("MLTRACK_SPOOL_MAX_BYTES"), offline=offline)
+    except OSError as exc:
+        if offline:
+            raise MLTrackError(
+                f"MLTRACK_OFFLINE=1 needs a spool, and {directory} cannot hold one: {exc}"
+            ) from exc
+        import logging
+
+        logging.getLogger("mltrack").error(
+            "mltrack: no spool (%s): %s; tracking goes on without one", directory, exc
+        )
+        return None
 
 
 def _preflights(config: TrackingConfig, host: PluginHost) -> list[tuple[str, Callable[[], None]]]:
@@ -112,10 +148,20 @@ def tracking_session() -> TrackingSession:
     with _lock:
         if _session is None:
             _session = build_session(current_config(), _active_backends)
+            _recover_spools(_session)
             _handle_sigterm()
             _close_in_multiprocessing_child()
             _record_exit_codes()
         return _session
+
+
+def _recover_spools(session: TrackingSession) -> None:
+    """Deliver, in a detached process, spools left by trainers killed with their writer."""
+    spool = session.writer.spool
+    if spool is not None and not spool.offline:
+        from mltrack.spool import recover_in_background
+
+        recover_in_background(spool.path.parent)
 
 
 def current_session() -> TrackingSession | None:
@@ -276,6 +322,19 @@ def _health(backends: ActiveBackends, session: TrackingSession | None) -> Health
             "retries": stats.retries,
             "writer_restarts": stats.writer_restarts,
         }
+        spool = session.writer.spool
+        if spool is not None:
+            _, spooled = spool.pending()
+            details["writer"].update(
+                spool=str(spool.path),
+                pending_spooled_points=spooled,
+                points_not_spooled=spool.points_not_spooled,
+            )
+            if spool.points_not_spooled:
+                issues.append(
+                    f"{spool.points_not_spooled} point(s) were not spooled ({spool.failed or 'MLTRACK_SPOOL_MAX_BYTES reached'}): "
+                    "a kill of trainer and writer together could lose them"
+                )
         if stats.points_undelivered or stats.write_errors:
             issues.append(
                 f"{stats.write_errors} write(s) failed, {stats.points_undelivered} point(s) not stored; "

@@ -52,6 +52,8 @@ class Op:
     hook: str
     kwargs: Mapping[str, Any]
     points: int = 0
+    seq: int = 0
+    """The writer's sequence number, once spooled (0: not spooled); the spool's ack file names it."""
 
 
 class Sink(Protocol):
@@ -199,6 +201,8 @@ class HookSink:
         self._undelivered_by_run: dict[str, int] = {}  # points a backend did not store, per open run
         self._retry_window = retry_window
         self._down: set[str] = set()  # targets that stayed unreachable for a whole retry window
+        self.delivered_all = True
+        """Whether every backend took the last operation (an observer's failure loses no stored data)."""
 
     def _call(self, target: Any, op: Op) -> None:
         if self._timeout is None:
@@ -232,9 +236,8 @@ class HookSink:
                 continue
             if not self._deliver_to(target, op):
                 failures.append(target.name)
-        if self._counts_points and not any(
-            getattr(t, "is_backend", True) for t in targets if t.name in failures
-        ):
+        self.delivered_all = not any(getattr(t, "is_backend", True) for t in targets if t.name in failures)
+        if self._counts_points and self.delivered_all:
             self._stats.points_delivered += op.points
 
     def _deliver_to(self, target: Any, op: Op) -> bool:
@@ -370,6 +373,7 @@ class Writer:
         flush_interval: float = 0.1,
         batch_size: int = 50_000,
         max_buffered_points: int = 1_000_000,
+        spool: Any = None,
     ) -> None:
         self.stats = stats if stats is not None else WriterStats()
         self._sink = sink
@@ -397,8 +401,17 @@ class Writer:
         self._disowned = False
         self._closing = False
         self._flush_requested = False
+        self._spool = spool
+        """A :class:`mltrack.spool.Spool`: sealed operations go there before the sink sees them."""
+        self._unspooled: deque[tuple[int, Op]] = deque()  # sealed, not yet spooled (spool only)
         self._thread = threading.Thread(target=self._run, name="mltrack-writer", daemon=True)
         self._thread.start()
+        self._spooler: threading.Thread | None = None
+        if spool is not None:
+            # A thread of its own: the spool takes each sealed batch within the flush interval
+            # even while the sink is busy with a slow store (the crash window of a group kill).
+            self._spooler = threading.Thread(target=self._spool_loop, name="mltrack-spooler", daemon=True)
+            self._spooler.start()
 
     # --- called by the training loop -------------------------------------------------
 
@@ -544,8 +557,15 @@ class Writer:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+        if self._spooler is not None:
+            self._spooler.join(timeout)
         self._thread.join(timeout)
         self._sink.close()
+        if self._spool is not None:
+            try:
+                self._spool.close()
+            except OSError as exc:
+                log.error("mltrack: could not close the spool: %s", exc)
         return drained
 
     @property
@@ -581,6 +601,8 @@ class Writer:
         self._error = error
         self._trigger = 0
         self._queue.clear()  # the parent ships these
+        self._unspooled.clear()
+        self._spool = None
         release = getattr(self._sink, "release_after_fork", None)
         if callable(release):
             release()
@@ -618,8 +640,48 @@ class Writer:
 
     def _enqueue(self, op: Op) -> int:
         self._seq += 1
-        self._queue.append((self._seq, op))
+        if self._spool is None:
+            self._queue.append((self._seq, op))
+        else:
+            self._unspooled.append((self._seq, Op(op.hook, op.kwargs, op.points, self._seq)))
         return self._seq
+
+    def _spool_loop(self) -> None:
+        """Seal every half interval and append what is sealed to the spool, then queue it for the sink."""
+        spool = self._spool
+        while spool is not None:
+            with self._cond:
+                if not (self._unspooled or self._closing):
+                    self._cond.wait(self._interval / 2)
+                self._seal()
+                items = list(self._unspooled)
+                self._unspooled.clear()
+                if not items and self._closing:
+                    return
+            if items:
+                try:
+                    spool.append(items, self._open_finals)
+                except Exception as exc:  # the spool only protects; a failure never stops delivery
+                    log.error("mltrack: could not spool %d operations: %s", len(items), exc)
+                with self._cond:
+                    self._queue.extend(items)
+                    self._cond.notify_all()
+
+    def _open_finals(self) -> dict[str, dict[str, float]]:
+        """Each open run's last values, for a compacted spool (recovery marks runs CRASHED with them)."""
+        from mltrack.models import final_metric_key
+
+        out: dict[str, dict[str, float]] = {}
+        with self._lock:
+            for (run_id, name, ctx), slot in self._slots.items():
+                if slot[0] > 0:
+                    out.setdefault(run_id, {})[final_metric_key(name, ctx)] = slot[1]
+        return out
+
+    @property
+    def spool(self) -> Any:
+        """The spool (None when off)."""
+        return self._spool
 
     def _seal(self) -> None:
         """Move the open chunk into the queue as one operation per run (lock held)."""
@@ -657,7 +719,7 @@ class Writer:
                 self._queue.clear()
                 barrier = self._waiters > 0
                 if not batch and not (barrier and self._shipped > self._done):
-                    if self._closing:
+                    if self._closing and not self._unspooled:
                         return
                     continue
             for seq, op in batch:

@@ -9,7 +9,7 @@ import sys
 import click
 
 from mltrack import __version__
-from mltrack.cli import commands, export, plot, ui
+from mltrack.cli import commands, export, plot, sync, ui
 from mltrack.cli.commands import EXIT_ERROR
 from mltrack.cli.plugin_commands import plugin_commands
 
@@ -58,6 +58,7 @@ for _command in (
     commands.copy,
     commands.backends,
     commands.health,
+    sync.sync,
 ):
     cli.add_command(_command)
 
