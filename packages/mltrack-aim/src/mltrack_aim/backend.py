@@ -25,7 +25,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 from aim.sdk.run import Run
 
 from mltrack.authoring import WriterRecord
@@ -401,25 +400,19 @@ class AimBackend:
                 )
             internals.forget_series_snapshot(self.repo, run_id)
             run = Run(run_id, repo=self.repo, read_only=True)
-            wanted = None if names is None else set(names)
-            out = []
-            for name, context, _ in run.iter_metrics_info():
-                if wanted is not None and name not in wanted:
-                    continue
-                metric = run.get_metric(name, context)
-                if metric is None:
-                    continue
-                steps, values, times = internals.metric_columns(self.repo, metric, fast=self._fast_reads)
-                out.append(
-                    MetricSeries(
-                        name=name,
-                        # NumPy columns: MetricSeries takes any sequence, and copies would cost.
-                        steps=cast(Sequence[int], np.asarray(steps, dtype=np.int64)),
-                        values=cast(Sequence[float], np.asarray(values, dtype=np.float64)),
-                        timestamps=cast(Sequence[float], np.asarray(times, dtype=np.float64)),
-                        context=context.to_dict(),
-                    )
+            out = [
+                MetricSeries(
+                    name=name,
+                    # NumPy columns: MetricSeries takes any sequence, and copies would cost.
+                    steps=cast(Sequence[int], steps),
+                    values=cast(Sequence[float], values),
+                    timestamps=cast(Sequence[float], times),
+                    context=context,
                 )
+                for name, context, steps, values, times in internals.iter_metric_columns(
+                    self.repo, run, names, fast=self._fast_reads
+                )
+            ]
             drop_read_snapshots(self.repo, [run_id])
             return out
 

@@ -65,6 +65,7 @@ __all__ = [
     "forget_series_snapshot",
     "hold_index",
     "is_indexed",
+    "iter_metric_columns",
     "metric_columns",
     "new_run",
     "read_columns",
@@ -728,22 +729,121 @@ def metric_columns(repo: Any, metric: Any, *, fast: bool) -> tuple[Any, Any, Any
     return columns
 
 
+def _matching(chunk: list[tuple[bytes, bytes]], prefix: bytes) -> int:
+    """How many of the chunk's first records have keys under ``prefix`` (they come first: keys are sorted)."""
+    low, high = 0, len(chunk)
+    while low < high:
+        mid = (low + high) // 2
+        if chunk[mid][0].startswith(prefix):
+            low = mid + 1
+        else:
+            high = mid
+    return low
+
+
+_METRIC_DTYPES = ("float", "int")  # the sequence types Aim's iter_metrics_info() lists as metrics
+
+
+def iter_metric_columns(
+    repo: Any, run: Any, names: Iterable[str] | None, *, fast: bool
+) -> Iterator[tuple[str, dict[str, Any], np.ndarray, np.ndarray, np.ndarray]]:
+    """``(name, context, steps, values, timestamps)`` of each metric of a read-only ``run``, sorted by step.
+
+    ``fast`` (callers pass :func:`fast_paths`, false for servers): the run's sequence
+    metadata is read in one pass and each metric's columns straight from its series tree, as
+    :func:`read_columns` does; Aim's ``iter_metrics_info()`` and ``get_metric()`` instead cost
+    about 0.5 ms a metric (a tree lookup each), 5 s for a run of 10,000 metrics. A metric
+    whose records do not look as expected is read through Aim's public reader. Empty
+    sequences are left out, as ``get_metric()`` leaves them out.
+    """
+    wanted = None if names is None else set(names)
+    if not fast:
+        for name, context, _ in run.iter_metrics_info():
+            if wanted is not None and name not in wanted:
+                continue
+            metric = run.get_metric(name, context)
+            if metric is not None:
+                yield (name, _context_dict(context), *_as_arrays(metric_columns(repo, metric, fast=False)))
+        return
+    with translate(repo, f"reading the metrics of run {run.hash}"):
+        traces = _trace_infos(run, wanted)
+        series_trees = run.series_run_trees
+        contexts: dict[int, Context] = {}
+        for ctx_idx, name, info in traces:
+            if info.get("dtype", "float") not in _METRIC_DTYPES:
+                continue
+            context = contexts.get(ctx_idx)
+            if context is None:
+                context = contexts[ctx_idx] = run.idx_to_ctx(ctx_idx)
+            columns = None
+            if info.get("version", 1) == 2:
+                columns = read_columns(series_trees[2].subtree((ctx_idx, name)))
+            if columns is None:  # an older layout, or records that do not look as expected
+                metric = run.get_metric(name, context)
+                if metric is None:
+                    continue
+                columns = _as_arrays(metric_columns(repo, metric, fast=False))
+            if len(columns[0]):
+                yield (name, _context_dict(context), *columns)
+
+
+def _context_dict(context: Context) -> dict[str, Any]:
+    return cast(dict[str, Any], context.to_dict())
+
+
+def _trace_infos(run: Any, wanted: set[str] | None) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(context index, name, metadata)`` of the run's sequences (all, or those named ``wanted``)."""
+    traces = run.meta_run_tree.subtree("traces")
+    if wanted is None:
+        everything = traces.collect()
+        return [
+            (ctx_idx, name, info)
+            for ctx_idx, by_name in everything.items()
+            for name, info in by_name.items()
+            if isinstance(info, dict)
+        ]
+    out = []
+    for ctx_idx in traces.keys():  # noqa: SIM118 (an Aim tree view: keys() is its iteration)
+        for name in sorted(wanted):
+            try:
+                info = traces.subtree((ctx_idx, name)).collect()
+            except KeyError:
+                continue
+            if isinstance(info, dict):
+                out.append((ctx_idx, name, info))
+    return out
+
+
+def _as_arrays(columns: tuple[Any, Any, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    steps, values, times = columns
+    return (
+        np.asarray(steps, dtype=np.int64),
+        np.asarray(values, dtype=np.float64),
+        np.asarray(times, dtype=np.float64),
+    )
+
+
 def _scan(container: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) under ``prefix``, read in chunks so the per-record work stays in C."""
+    """Every (key, value) under ``prefix``, read in growing chunks so the per-record work stays in C.
+
+    The first chunk is small (a run of 10,000 short metrics reads 30,000 short columns, and
+    a full-size chunk each time would read and test 8,192 records past every one of them);
+    each next one is larger, up to 8,192 records. The end of the prefix's records in a chunk
+    is found by bisection, since RocksDB returns keys in order.
+    """
     it = container.db.iteritems()
     it.seek(prefix)
     out: list[tuple[bytes, bytes]] = []
+    size = 32
     while True:
-        chunk = list(islice(it, 8192))
+        chunk = list(islice(it, size))
         if not chunk:
             return out
         if chunk[-1][0].startswith(prefix):
             out.extend(chunk)
+            size = min(size * 4, 8192)
             continue
-        end = len(chunk)
-        while end and not chunk[end - 1][0].startswith(prefix):
-            end -= 1
-        out.extend(chunk[:end])
+        out.extend(chunk[: _matching(chunk, prefix)])
         return out
 
 

@@ -10,6 +10,7 @@ import click
 
 from mltrack.cli.formatting import (
     NOTE_NAMES,
+    SHOW_SERIES,
     common_metrics,
     echo_json,
     final_metric_names,
@@ -19,6 +20,8 @@ from mltrack.cli.formatting import (
     fmt_size,
     fmt_time,
     make_console,
+    more_line,
+    name_matcher,
     no_such_metric,
     series_label,
     short,
@@ -154,18 +157,32 @@ def ls_command(
 
 @click.command()
 @click.argument("run")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def show(run: str, as_json: bool) -> None:
+@click.option(
+    "--metric",
+    "patterns",
+    multiple=True,
+    metavar="PATTERN",
+    help="Only metrics whose name matches this shell-style pattern, e.g. 'train/*' (repeatable).",
+)
+@click.option("--all", "show_all", is_flag=True, help=f"List every metric, not only the first {SHOW_SERIES}.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts (every metric, or those --metric picks)."
+)
+def show(run: str, patterns: tuple[str, ...], show_all: bool, as_json: bool) -> None:
     """Show one run: config, status, timing, final metrics, metric statistics and artifacts.
 
-    Example: mltrack show 3f2a9c
+    A run with many metrics lists the first 50 series (by name) and counts the rest; --all
+    lists every one, --metric PATTERN only those whose name matches.
+
+    Example: mltrack show 3f2a9c --metric 'eval/*'
     """
     repo = open_repo()
     summary = repo.get_experiment_sync(run)
     history = repo.get_experiment_metrics_sync(summary.experiment_id)
     artifacts = repo.list_artifacts_sync(summary.experiment_id)
+    wanted = name_matcher(patterns)
     stats: list[dict[str, Any]] = []
-    for series in sorted(history.all_series, key=series_label):
+    for series in sorted((s for s in history.all_series if wanted(s.name)), key=series_label):
         values = [float(v) for v in series.values]
         finite = finite_values(values)
         stats.append(
@@ -179,10 +196,13 @@ def show(run: str, as_json: bool) -> None:
                 "last_step": int(series.steps[-1]) if len(series.steps) else None,
             }
         )
+    # A final metric of a series in a context is named "loss{subset=val}": match its name part.
+    finals = {k: v for k, v in summary.final_metrics.items() if wanted(k.split("{", 1)[0])}
     if as_json:
         echo_json(
             {
                 **summary_dict(summary),
+                "final_metrics": finals,
                 "metrics": stats,
                 "artifacts": [
                     {
@@ -213,16 +233,20 @@ def show(run: str, as_json: bool) -> None:
         console.print("\n[bold]config[/bold]")
         for key in sorted(summary.config):
             console.print(f"  {key} = {json.dumps(summary.config[key], default=str)}", soft_wrap=True)
-    if summary.final_metrics:
+    limit = None if show_all else SHOW_SERIES
+    if finals:
         console.print("\n[bold]final metrics[/bold]")
-        for key in sorted(summary.final_metrics):
-            console.print(f"  {key} = {fmt_num(summary.final_metrics[key])}")
+        keys = sorted(finals)
+        for key in keys[:limit]:
+            console.print(f"  {key} = {fmt_num(finals[key])}")
+        if limit is not None and len(keys) > limit:
+            console.print(more_line(len(keys) - limit, "final metrics", bool(patterns)))
     if stats:
         console.print()
         table = Table(title="metrics", title_justify="left", box=None, header_style="bold")
         for header in ("metric", "count", "first", "last", "min", "max", "last step"):
             table.add_column(header, justify="left" if header == "metric" else "right")
-        for s in stats:
+        for s in stats[:limit]:
             table.add_row(
                 s["metric"],
                 str(s["count"]),
@@ -233,6 +257,10 @@ def show(run: str, as_json: bool) -> None:
                 str(s["last_step"]),
             )
         console.print(table)
+        if limit is not None and len(stats) > limit:
+            console.print(more_line(len(stats) - limit, "metric series", bool(patterns)))
+    elif patterns:
+        console.print(f"\nno metric matches {' or '.join(repr(p) for p in patterns)}")
     if artifacts:
         console.print()
         table = Table(title="artifacts", title_justify="left", box=None, header_style="bold")

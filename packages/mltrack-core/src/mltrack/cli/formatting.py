@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import functools
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,23 @@ def series_label(series: MetricSeries) -> str:
     if not series.context:
         return series.name
     return series.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(series.context.items())) + "}"
+
+
+SHOW_SERIES = 50
+"""Metric series (and final metrics) `mltrack show` lists before summing up the rest; --all lists every one."""
+
+
+def name_matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
+    """A test of metric names against shell-style patterns (``train/*``, ``loss``); no patterns: every name."""
+    if not patterns:
+        return lambda name: True
+    return lambda name: any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def more_line(left: int, what: str, filtered: bool) -> str:
+    """The line that stands for the ``left`` entries `mltrack show` did not list."""
+    hint = "--all lists them" if filtered else "--all lists them, --metric PATTERN picks some"
+    return f"  ... and {left:,} more {what} ({hint})"
 
 
 def no_such_metric(metric: str, known: Iterable[str]) -> click.ClickException:
