@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from mltrack.config import TrackingConfig
-from mltrack.testing.conformance import BackendConformance
+from mltrack.testing.conformance import BackendConformance, Harness
 from mltrack_aim import AimProcess
 
 
@@ -36,3 +36,13 @@ class TestAimServer(BackendConformance):
             },
             strict=True,
         )
+
+    # Resume is the backend code the local-store class above tests already; through a server it
+    # runs in the slow suite (nox -s slow), to keep the CI budget.
+    @pytest.mark.slow
+    def test_resumed_run_continues_its_steps_config_and_count(self, harness: Harness) -> None:
+        super().test_resumed_run_continues_its_steps_config_and_count(harness)
+
+    @pytest.mark.slow
+    def test_resume_refuses_unknown_ambiguous_and_running_runs(self, harness: Harness) -> None:
+        super().test_resume_refuses_unknown_ambiguous_and_running_runs(harness)

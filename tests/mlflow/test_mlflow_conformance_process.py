@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mltrack.config import TrackingConfig
-from mltrack.testing.conformance import BackendConformance
+from mltrack.testing.conformance import BackendConformance, Harness
 from mltrack_mlflow import MlflowProcess
 
 
@@ -30,3 +30,13 @@ class TestMlflowServerWriterProcess(BackendConformance):
             },
             strict=True,
         )
+
+    # Resume is the backend code TestMlflowSqlite (test_mlflow_conformance.py) tests already; through a server it
+    # runs in the slow suite (nox -s slow), to keep the CI budget.
+    @pytest.mark.slow
+    def test_resumed_run_continues_its_steps_config_and_count(self, harness: Harness) -> None:
+        super().test_resumed_run_continues_its_steps_config_and_count(harness)
+
+    @pytest.mark.slow
+    def test_resume_refuses_unknown_ambiguous_and_running_runs(self, harness: Harness) -> None:
+        super().test_resume_refuses_unknown_ambiguous_and_running_runs(harness)

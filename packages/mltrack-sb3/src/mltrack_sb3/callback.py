@@ -29,7 +29,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
-from mltrack.factory import start_run
+from mltrack.errors import RunNotFoundError, RunStateError
+from mltrack.factory import experiment_repository, start_run
 from mltrack.models import ArtifactType, ExperimentStatus
 from mltrack.tracker import ActiveRun
 from mltrack_sb3._envs import EvalEnvError, as_vec_env, copy_training_env
@@ -84,6 +85,14 @@ class TrackingCallback(BaseCallback):
 
     Tracking failures never stop training: they are warned about once and reported by
     ``mltrack.health_check()``. Each ``learn()`` call is one run.
+
+    ``resume=<run id or unique prefix>`` continues that stored run instead of starting one
+    (a checkpoint loaded with ``PPO.load(...)`` and trained on with ``model.learn(...,
+    reset_num_timesteps=False)``): metrics go on at the model's ``num_timesteps``, the config
+    read from the model is merged into the run's (``total_timesteps`` takes the new value),
+    the best model so far is only replaced by a better evaluation, and the run counts one
+    more resume. An unknown id or a run still RUNNING raises at training start
+    (:class:`mltrack.errors.RunNotFoundError`, :class:`mltrack.errors.RunStateError`).
     """
 
     def __init__(
@@ -102,9 +111,12 @@ class TrackingCallback(BaseCallback):
         eval_at_end: bool = True,
         run_name: str | None = None,
         tags: Iterable[str] | None = None,
+        resume: str | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
+        if resume is not None and (not isinstance(resume, str) or not resume.strip()):
+            raise ValueError(f"resume must be a run id or a unique prefix of one, got {resume!r}")
         for name, value in (("eval_freq", eval_freq), ("save_freq", save_freq)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off), got {value}")
@@ -122,6 +134,8 @@ class TrackingCallback(BaseCallback):
         self.eval_at_end = eval_at_end
         self.run_name = run_name
         self.tags = list(tags or ())
+        self.resume = resume
+        """The run every ``learn()`` call continues (its id or a unique prefix), or None for new runs."""
         self._user_eval_env = eval_env
         self._best_model_save_path = None if best_model_save_path is None else Path(best_model_save_path)
         self._checkpoint_dir_arg = None if checkpoint_dir is None else Path(checkpoint_dir)
@@ -234,14 +248,31 @@ class TrackingCallback(BaseCallback):
         config.update(self.user_config)  # what the user states wins over what we read
         self.run = None
         try:
-            self.run = start_run(self.experiment_name, config, name=self.run_name, tags=self.tags)
+            self.run = start_run(
+                self.experiment_name, config, name=self.run_name, tags=self.tags, resume=self.resume
+            )
+        except (RunNotFoundError, RunStateError):
+            raise  # the run asked for cannot be continued: training into no run, or a new one, is wrong
         except Exception as exc:
-            self._reporter.report("starting the run", exc)
+            self._reporter.report("resuming the run" if self.resume else "starting the run", exc)
             return
+        if self.resume is not None:
+            self._restore_best()
         self._output = MLTrackOutputFormat(self.run, log_interval=self.log_interval, reporter=self._reporter)
         # Added next to SB3's own outputs, never instead of them.
         self._sb3_logger = self.model.logger
         self._sb3_logger.output_formats.append(self._output)
+
+    def _restore_best(self) -> None:
+        """A resumed run's best evaluation so far, so a worse one does not replace its best model."""
+        try:
+            stored = experiment_repository().get_experiment_sync(self.run_id or "")
+        except Exception as exc:
+            self._reporter.report("reading the resumed run", exc)
+            return
+        best = stored.final_metrics.get("eval/best_mean_reward")
+        if best is not None and math.isfinite(best):
+            self.best_mean_reward = best
 
     def _prepare_files(self) -> None:
         if self._best_model_save_path is not None:
