@@ -222,7 +222,8 @@ def show(run: str, patterns: tuple[str, ...], show_all: bool, as_json: bool) -> 
 
     console = make_console()
     console.print(f"[bold]{summary.name}[/bold]  run {summary.experiment_id}")
-    console.print(f"experiment: {summary.experiment_name}   status: {summary.status.value}")
+    resumed = f"   resumed: {summary.resumed}x" if summary.resumed else ""
+    console.print(f"experiment: {summary.experiment_name}   status: {summary.status.value}{resumed}")
     console.print(
         f"started: {fmt_time(summary.start_time)}   ended: {fmt_time(summary.end_time)}   "
         f"duration: {fmt_duration(summary.duration)}"

@@ -110,6 +110,7 @@ def summary_dict(s: ExperimentSummary) -> dict[str, Any]:
         "config": s.config,
         "final_metrics": s.final_metrics,
         "tags": list(s.tags),
+        "resumed": s.resumed,
     }
 
 
