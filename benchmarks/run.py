@@ -2,7 +2,8 @@
 
 The peers (MLflow, TensorBoard) are measured by ``peers.py`` in the same run, mltrack's
 tensorboard backend against raw tensorboardX by ``tb_bench.py``, the Redis publisher by
-``redis_bench.py``, mltrack's wandb backend against raw ``wandb.log`` by ``wandb_bench.py``.
+``redis_bench.py``, mltrack's wandb backend against raw ``wandb.log`` by ``wandb_bench.py``,
+wide runs (10,000 metrics) and many runs (1,000 one after another) by ``wide_bench.py``.
 
 Each measurement runs in a fresh Python process (so import costs and memory are honest),
 mltrack and Aim interleaved, repeated; the table reports medians and their ratio.
@@ -29,6 +30,7 @@ import peers
 import redis_bench
 import tb_bench
 import wandb_bench
+import wide_bench
 
 HERE = Path(__file__).parent
 
@@ -455,7 +457,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument(
         "--only",
-        choices=["write", "read", "scaling", "sb3", "peers", "tensorboard", "redis", "wandb"],
+        choices=["write", "read", "scaling", "sb3", "peers", "tensorboard", "redis", "wandb", "wide"],
         action="append",
     )
     args = parser.parse_args()
@@ -464,7 +466,7 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mltrack-bench-") as tmp:
         root = Path(tmp)
-        for name in ("write", "read", "scaling", "sb3", "peers", "tensorboard", "redis", "wandb"):
+        for name in ("write", "read", "scaling", "sb3", "peers", "tensorboard", "redis", "wandb", "wide"):
             if args.only and name not in args.only:
                 continue
             if name == "write":
@@ -481,6 +483,8 @@ def main() -> int:
                 redis_bench.bench_redis(results, root, repeats, args.quick)
             elif name == "wandb":
                 wandb_bench.bench_wandb(results, root, repeats, args.quick)
+            elif name == "wide":
+                wide_bench.bench_wide(results, root, repeats, args.quick)
             else:
                 peers.bench_peers(results, root, repeats, args.quick)
     results.sections.append(f"Benchmark wall time: {time.monotonic() - started:.0f} s.")
