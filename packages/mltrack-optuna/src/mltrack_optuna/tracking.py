@@ -17,6 +17,7 @@ its ``trial.report`` values stream into it, and it ends with the trial's state.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import threading
 import time
@@ -59,6 +60,9 @@ _VISIBLE_TIMEOUT = 10.0
 # How long a worker that wrote the study's parent run id waits before reading back the one kept:
 # far longer than the two storage calls of another worker that raced it.
 _SETTLE_SECONDS = 0.5
+# How long a worker waits for the parent run another worker claimed to show in the store
+# before opening it itself (a study whose parent lives in another store waits this once).
+_PARENT_WAIT_SECONDS = 15.0
 
 # Runs of the trials running in this process, by id(trial), for trial_run().
 _runs: dict[int, ActiveRun] = {}
@@ -89,6 +93,51 @@ def _run_exists(run_id: str) -> bool:
     except RunNotFoundError:
         return False
     return True
+
+
+def _claim_parent_id(study: optuna.Study, candidate: str) -> tuple[str, bool]:
+    """Store ``candidate`` as the study's parent run id unless one is stored: (the id kept, whether ours).
+
+    On an RDB storage the claim is an INSERT that the unique (study, key) index lets only one
+    worker win, however many race; elsewhere (no compare-and-set) the writer waits until any
+    racing write has landed, then everyone takes the one the storage kept.
+    """
+    storage = getattr(study._storage, "_backend", study._storage)
+    if isinstance(storage, optuna.storages.RDBStorage):
+        import sqlalchemy.exc
+        from optuna.storages._rdb import models
+
+        session = storage.scoped_session()
+        try:
+            session.add(
+                models.StudyUserAttributeModel(
+                    study_id=study._study_id, key=PARENT_RUN_ATTR, value_json=json.dumps(candidate)
+                )
+            )
+            session.commit()
+        except sqlalchemy.exc.IntegrityError:
+            session.rollback()  # another worker's claim came first
+        finally:
+            storage.scoped_session.remove()
+        kept = study.user_attrs.get(PARENT_RUN_ATTR)
+        if isinstance(kept, str):
+            return kept, kept == candidate
+    study.set_user_attr(PARENT_RUN_ATTR, candidate)
+    time.sleep(_SETTLE_SECONDS)
+    kept = study.user_attrs.get(PARENT_RUN_ATTR)
+    assert isinstance(kept, str)
+    return kept, kept == candidate
+
+
+def _wait_for_run(run_id: str, timeout: float) -> bool:
+    """Wait until the store shows run ``run_id`` (another worker is creating it); False after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if _run_exists(run_id):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
 
 
 def _status_tags(state: str) -> list[str]:
@@ -152,14 +201,14 @@ class StudyTracker:
                 return self.parent
             run_id = self.parent_run_id
             stored = run_id is not None and _run_exists(run_id)
+            creator = False
             if run_id is None:
-                # Workers starting at once may each write an id (the storage has no compare-and-set):
-                # whoever wrote waits until any other write that raced it has landed, then
-                # everyone takes the one the storage kept.
-                self.study.set_user_attr(PARENT_RUN_ATTR, new_run_id())
-                time.sleep(_SETTLE_SECONDS)
-                run_id = self.parent_run_id
-                assert run_id is not None
+                # Workers starting at once each propose an id; one is kept (see _claim_parent_id).
+                run_id, creator = _claim_parent_id(self.study, new_run_id())
+            if not stored and not creator:
+                # Another worker claimed the id and is creating the run: opening it before it
+                # exists would create a second one in stores that cannot tell (MLflow).
+                stored = _wait_for_run(run_id, _PARENT_WAIT_SECONDS)
             tags = [*self.tags, "optuna:parent", f"optuna:study={self.study.study_name}"]
             config = {
                 "study_name": self.study.study_name,
