@@ -242,7 +242,21 @@ class Results:
     def write(self, path: Path, header: str) -> None:
         lines = [header, "", "| # | goal | measured | target | |", "|---|---|---|---|---|"]
         lines += [f"| {n} | {w} | {m} | {t} | {v} |" for n, w, m, t, v in self.goals]
-        path.write_text("\n".join([*lines, "", *self.sections]) + "\n")
+        path.write_text("\n".join([*lines, "", *self.sections, *kept_sections(path)]) + "\n")
+
+
+KEPT_MARKERS = (("<!-- load-test:begin -->", "<!-- load-test:end -->"),)
+"""Sections other benchmarks write into RESULTS.md (benchmarks/load_test.py): kept as they are."""
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The sections between KEPT_MARKERS in the current RESULTS.md, markers included."""
+    text = path.read_text() if path.exists() else ""
+    kept = []
+    for begin, end in KEPT_MARKERS:
+        if begin in text and end in text.split(begin, 1)[1]:
+            kept.append(begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n")
+    return kept
 
 
 def machine_header(quick: bool) -> str:
