@@ -145,30 +145,39 @@ def test_past_the_bound_unacknowledged_points_are_counted_and_acknowledged_ones_
     assert spool.path.exists()
 
 
-def test_the_writer_spools_before_the_sink_and_a_failing_store_keeps_its_points(tmp_path: Path) -> None:
-    config = _memory(tmp_path)
-    backends = mltrack.plugins.get_plugin_host().activate(config)
-    memory = backends.backend_targets[0]
+class _Disk:
+    """The memory store behind a disk that can be full (writes of points then fail with ENOSPC)."""
 
-    class FullFromStep500:
-        """The memory store, whose disk fills up at step 500."""
+    name = "memory"
+    is_backend = True
 
-        name = "memory"
-        is_backend = True
+    def __init__(self, config: TrackingConfig) -> None:
+        self.backends = mltrack.plugins.get_plugin_host().activate(config)
+        self.full = False
 
-        def call(self, hook: str, **kwargs: object) -> None:
-            if hook == "mltrack_log_metrics" and kwargs["batch"].steps[0] >= 500:  # type: ignore[attr-defined]
-                raise OSError(28, "No space left on device")
-            memory.call(hook, **kwargs)
+    def call(self, hook: str, **kwargs: object) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        self.backends.backend_targets[0].call(hook, **kwargs)
 
-    spool = Spool(tmp_path / "spool", config, max_bytes=10**9)
+
+def _spooled_writer(tmp_path: Path, disk: _Disk) -> tuple[Writer, Spool, WriterStats]:
+    spool = Spool(tmp_path / "spool", _memory(tmp_path), max_bytes=10**9)
     stats = WriterStats()
-    sink = AckingSink(HookSink([FullFromStep500()], stats, max_retries=1, backoff=0.001), AckLog(spool.path))
-    writer = Writer(sink, stats=stats, flush_interval=0.02, batch_size=100, spool=spool)
-    run = ExperimentRun(id="r1", experiment_name="e", config={})
-    writer.submit("mltrack_create_run", run=run)
+    hooks = HookSink([disk], stats, max_retries=1, backoff=0.001)
+    sink = AckingSink(hooks, AckLog(spool.path), spool_path=spool.path, stats=stats, retry_every=0.2)
+    return Writer(sink, stats=stats, flush_interval=0.02, batch_size=100, spool=spool), spool, stats
+
+
+def _log_through_a_full_disk(writer: Writer, disk: _Disk) -> float:
+    """Create r1, log steps 0-999 (the disk fills at step 500), finish; seconds the finish took."""
+    writer.submit("mltrack_create_run", run=ExperimentRun(id="r1", experiment_name="e", config={}))
     for step in range(1000):
+        if step == 500:
+            writer.flush()
+            disk.full = True
         writer.log_point("r1", "loss", float(step), step, (), time.time())
+    started = time.monotonic()
     writer.submit(
         "mltrack_finish_run",
         run_id="r1",
@@ -177,20 +186,47 @@ def test_the_writer_spools_before_the_sink_and_a_failing_store_keeps_its_points(
         final_metrics={"loss": 999.0},
         wait=True,
     )
-    assert spool.pending() == (5, 500)  # batches 500-999 were not stored
-    assert stats.points_undelivered == 500
+    return time.monotonic() - started
+
+
+def test_points_a_full_store_refuses_wait_in_the_spool_and_arrive_once_space_returns(tmp_path: Path) -> None:
+    disk = _Disk(_memory(tmp_path))
+    writer, spool, stats = _spooled_writer(tmp_path, disk)
+    took = _log_through_a_full_disk(writer, disk)
+    assert took < 2  # finishing does not wait for a full disk
+    assert spool.pending() == (6, 500)  # five batches and the finish wait, in order
+    assert (stats.points_waiting, stats.points_undelivered) == (500, 0)
+    assert _stored_steps(_memory(tmp_path), "r1") == ("running", list(range(500)))
+
+    disk.full = False  # space is back: the writer delivers in the background
+    deadline = time.monotonic() + 10
+    while spool.pending() != (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert spool.pending() == (0, 0)
+    assert (stats.points_waiting, stats.points_undelivered, stats.points_delivered) == (0, 0, 1000)
     writer.close()
-    backends.close()
-    assert spool.path.exists()
-    # Space is back: recovery delivers the 500 points, in order, after the run's finish.
-    assert recover(spool.path) == (5, 500, [])
-    status, steps = _stored_steps(config, "r1")
-    assert steps == list(range(1000))
-    assert status == "completed"
-    repo = mltrack.open_repository(config)
+    disk.backends.close()
+    assert not spool.path.exists()  # everything stored: the spool is gone
+    assert _stored_steps(_memory(tmp_path), "r1") == ("completed", list(range(1000)))
+    repo = mltrack.open_repository(_memory(tmp_path))
+    assert not [t for t in repo.get_experiment_sync("r1").tags if t.startswith("mltrack:")]
+    repo.close()
+
+
+def test_points_still_refused_when_the_session_ends_are_delivered_by_recovery(tmp_path: Path) -> None:
+    disk = _Disk(_memory(tmp_path))
+    writer, spool, stats = _spooled_writer(tmp_path, disk)
+    _log_through_a_full_disk(writer, disk)
+    writer.close()  # still full: what waits stays in the spool
+    disk.backends.close()
+    assert spool.path.exists() and stats.points_waiting == 500
+    assert recover(spool.path) == (6, 500, [])  # space is back
+    assert _stored_steps(_memory(tmp_path), "r1") == ("completed", list(range(1000)))
+    repo = mltrack.open_repository(_memory(tmp_path))
     tags = set(repo.get_experiment_sync("r1").tags)
     repo.close()
-    assert {"mltrack:undelivered-points=500", "mltrack:spool-delivered-points=500"} <= tags
+    assert "mltrack:spool-delivered-points=500" in tags
+    assert not [t for t in tags if t.startswith("mltrack:undelivered")]
 
 
 def test_offline_then_mltrack_sync_stores_the_same_history(

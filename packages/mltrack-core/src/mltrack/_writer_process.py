@@ -40,6 +40,7 @@ from mltrack.writer import HookSink, Op, WriterStats, _connection_error
 
 if TYPE_CHECKING:
     from mltrack.plugins import ActiveBackends
+    from mltrack.spool import AckingSink
 
 log = logging.getLogger("mltrack")
 _HEADER = struct.Struct("!I")
@@ -73,7 +74,7 @@ def _stats_dict(stats: WriterStats) -> dict[str, Any]:
 
 MAX_RESTARTS = 10
 """Writers in a row that die before storing anything, after which the trainer gives up (a crash loop)."""
-_COUNTS = ("points_delivered", "points_undelivered", "write_errors", "retries")
+_COUNTS = ("points_delivered", "points_undelivered", "write_errors", "retries", "points_waiting")
 
 
 class ProcessSink:
@@ -398,12 +399,17 @@ def _serve() -> int:
             retry_window=config.retry_window,
         )
     open_runs = _OpenRuns()
-    acks = None
+    spooled: AckingSink | None = None  # once the trainer names its spool
     spool_path: str | None = None
     error: str | None = failure if config.strict else None
     goodbye = False
     while True:
-        message = inbox.get()
+        try:
+            message = inbox.get(timeout=1.0)
+        except queue.Empty:
+            if spooled is not None:
+                spooled.tick()  # operations a store refused are tried again while idle too
+            continue
         if message is None:
             break
         kind = message[0]
@@ -413,13 +419,16 @@ def _serve() -> int:
             open_runs.observe(op)
             if sink is None:  # the store never came up: every write is counted, none is lost silently
                 stats.write_errors += 1
-                stats.points_undelivered += op.points
+                if spool_path is not None and op.seq:
+                    stats.points_waiting += op.points  # in the spool: delivered once the store starts
+                else:
+                    stats.points_undelivered += op.points
                 stats.last_error = failure
             else:
                 try:
-                    sink.deliver(op)
-                    if acks is not None and op.seq and sink.delivered_all:
-                        acks.add((op.seq,))  # recovery after a group kill starts after it
+                    # With a spool, a stored operation is acknowledged there (recovery after a
+                    # group kill starts after it), and one a store refused waits there, retried.
+                    (spooled or sink).deliver(op)
                 except Exception as exc:  # strict mode: reported with the next ack
                     error = f"{type(exc).__name__}: {exc}"
             reply(("stored", seq, _stats_dict(stats)))  # the trainer may let it go (it is spooled)
@@ -434,19 +443,36 @@ def _serve() -> int:
                     except Exception as exc:
                         error = f"{type(exc).__name__}: {exc}"
         elif kind == "spool":
-            from mltrack.spool import AckLog
+            from mltrack.spool import AckingSink, AckLog
 
             spool_path = message[1]
             try:
                 acks = AckLog(message[1])
             except OSError as exc:
                 log.error("mltrack: cannot open the spool's ack file: %s", exc)
+            else:
+                if sink is not None:
+                    spooled = AckingSink(
+                        sink, acks, spool_path=spool_path, stats=stats, max_points=config.max_buffered_points
+                    )
+                else:
+                    acks.close()
         elif kind == "barrier":
             reply(("ack", message[1], _stats_dict(stats), error))
             error = None
         elif kind == "close":
             goodbye = True
             break
+    if spooled is not None:
+        spooled.tick(force=True)  # one last try; what a store still refuses stays in the spool
+    if not goodbye and spooled is not None and spool_path is not None:
+        # The trainer died. Its spool holds every operation it sealed, also those it never
+        # shipped here: recovery delivers what no store acknowledged, then marks its open
+        # runs CRASHED, once, with the last values logged.
+        spooled.close()
+        _close_bounded(backends, config.hook_timeout)
+        _recover_spool(spool_path)
+        return 0
     if not goodbye and sink is not None:
         # The trainer died without saying goodbye: everything it shipped is stored; its
         # open runs did not finish.
@@ -466,14 +492,26 @@ def _serve() -> int:
                 )
             except Exception as exc:
                 log.error("mltrack: could not mark run %s crashed: %s", run_id, exc)
-    if acks is not None:
-        acks.close()
+    if spooled is not None:
+        spooled.close()
     if backends is not None:
-        backends.close()
-    if not goodbye and spool_path is not None:
-        # The trainer died: what it spooled and never shipped here is delivered now.
-        _recover_spool(spool_path)
+        _close_bounded(backends, config.hook_timeout)
     return 0
+
+
+def _close_bounded(backends: ActiveBackends | None, timeout: float | None) -> None:
+    """Close the stores, waiting at most ``timeout`` seconds (a store wedged by a full disk never returns).
+
+    Everything they did not store is in the spool by now (or counted without one), so a
+    wedged store is left behind rather than keeping this process, and its trainer, waiting.
+    """
+    if backends is None:
+        return
+    closer = threading.Thread(target=backends.close, name="mltrack-close", daemon=True)
+    closer.start()
+    closer.join(timeout if timeout else None)
+    if closer.is_alive():
+        log.error("mltrack: a store did not close within %g s; leaving it", timeout)
 
 
 def _recover_spool(path: str) -> None:
@@ -484,7 +522,7 @@ def _recover_spool(path: str) -> None:
     try:
         recover(Path(path))
     except Exception as exc:  # the next mltrack process or `mltrack sync` tries again
-        log.error("mltrack: could not deliver the spool %s: %s", path, exc)
+        log.error("mltrack: could not deliver the spool %s (its runs read CRASHED once it is): %s", path, exc)
 
 
 def _activate(config: TrackingConfig) -> tuple[ActiveBackends | None, str | None]:

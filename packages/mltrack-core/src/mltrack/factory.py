@@ -93,7 +93,13 @@ def build_session(
         if spool is not None:
             from mltrack.spool import AckingSink, AckLog
 
-            sink = AckingSink(sink, AckLog(spool.path))
+            sink = AckingSink(
+                sink,
+                AckLog(spool.path),
+                spool_path=spool.path,
+                stats=stats,
+                max_points=config.max_buffered_points,
+            )
     writer = Writer(
         sink,
         stats=stats,
@@ -321,7 +327,13 @@ def _health(backends: ActiveBackends, session: TrackingSession | None) -> Health
             "write_errors": stats.write_errors,
             "retries": stats.retries,
             "writer_restarts": stats.writer_restarts,
+            "points_waiting": stats.points_waiting,
         }
+        if stats.points_waiting:
+            issues.append(
+                f"{stats.points_waiting} point(s) wait in the spool for a store that did not take them "
+                f"(delivered when it does, or by `mltrack sync`); last error: {stats.last_error}"
+            )
         spool = session.writer.spool
         if spool is not None:
             _, spooled = spool.pending()

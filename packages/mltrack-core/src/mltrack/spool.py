@@ -39,6 +39,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -184,6 +185,17 @@ class AckLog:
             self.failed = True
             log.error("mltrack: could not record stored operations in the spool: %s", exc)
 
+    def release_after_fork(self) -> None:
+        """In a forked child: close the inherited descriptors (the parent keeps its lock)."""
+        self.failed = True
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._lock_fd = None
+
     def close(self) -> None:
         """Release the file and the lock."""
         os.close(self._fd)
@@ -297,6 +309,16 @@ class Spool:
         self._size = len(self._header) + len(state)
         return True
 
+    def release_after_fork(self) -> None:
+        """In a forked child: let go of the parent's files, so its lock dies with the parent."""
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._lock_fd = None
+
     def pending(self) -> tuple[int, int]:
         """Operations and points spooled and not yet known stored."""
         with self._mutex:
@@ -345,23 +367,130 @@ class AckingSink:
     """A sink that records in the spool's ack file each operation every backend stored.
 
     Wraps the :class:`HookSink` that calls the backends (in the writer process, or in the
-    trainer's writer thread). An operation a backend did not take is not acknowledged: it stays
-    in the spool, and recovery delivers it when the store answers again.
+    trainer's writer thread). An operation a store did not take (down past the retry window,
+    disk full) is not lost: it is in the spool, so it waits there, and every later operation
+    waits behind it (order is kept), while training goes on; every ``retry_every`` seconds the
+    oldest is tried again, and once the store takes it the rest follow. At most
+    ``max_points`` of them are held in memory too; the others are read back from the spool
+    file. What still waits when the session ends stays in the spool, for the next process or
+    ``mltrack sync``.
     """
 
-    def __init__(self, inner: HookSink, acks: AckLog) -> None:
+    def __init__(
+        self,
+        inner: HookSink,
+        acks: AckLog,
+        *,
+        spool_path: Path | str | None = None,
+        stats: WriterStats | None = None,
+        max_points: int = 1_000_000,
+        retry_every: float = 2.0,
+    ) -> None:
         self.inner = inner
         self.acks = acks
+        self._spool_path = None if spool_path is None else Path(spool_path)
+        self._stats = stats
+        self._max_points = max_points
+        self._retry_every = retry_every
+        self._backlog: deque[tuple[int, Op | None, int]] = deque()  # seq, op (None: on disk only), points
+        self._held_points = 0
+        self._next_try = 0.0
+
+    @property
+    def waiting(self) -> int:
+        """Operations a store has not taken yet, in order behind the first it refused."""
+        return len(self._backlog)
 
     def deliver(self, op: Op) -> None:
+        if self._backlog:
+            self._hold(op)
+            self.tick()
+            return
         self.inner.deliver(op)
-        if op.seq and self.inner.delivered_all:
+        if not op.seq:
+            return
+        if self.inner.delivered_all:
             self.acks.add((op.seq,))
+        else:
+            self._hold(op)
+            if self._stats is not None:  # counted as not stored by HookSink: it waits instead
+                self._stats.points_undelivered -= op.points
+            self._next_try = time.monotonic() + self._retry_every
+
+    def _hold(self, op: Op) -> None:
+        if not op.seq:  # not in the spool (past its bound): HookSink counted it, as before
+            if self._backlog:
+                self.inner.deliver(op)
+            return
+        keep = self._held_points + op.points <= self._max_points
+        self._backlog.append((op.seq, op if keep else None, op.points))
+        if keep:
+            self._held_points += op.points
+        if self._stats is not None:
+            self._stats.points_waiting += op.points
+
+    def tick(self, force: bool = False) -> None:
+        """Try the waiting operations again if it is time (``force``: now); they go in order."""
+        if not self._backlog or (not force and time.monotonic() < self._next_try):
+            return
+        self._load_from_disk()
+        while self._backlog:
+            seq, op, points = self._backlog[0]
+            if op is None:  # the spool file did not have it (a torn record): nothing more to do
+                self._backlog.popleft()
+                continue
+            if not self.inner.redeliver(op):
+                self._next_try = time.monotonic() + self._retry_every
+                return
+            self.acks.add((seq,))
+            self._backlog.popleft()
+            self._held_points -= points
+            if self._stats is not None:
+                self._stats.points_waiting -= points
+            self._load_from_disk()
+
+    def _load_from_disk(self) -> None:
+        """Read back from the spool file the waiting operations not held in memory (the next ones)."""
+        if not self._backlog or self._backlog[0][1] is not None or self._spool_path is None:
+            return
+        wanted = {seq for seq, op, _ in self._backlog if op is None}
+        room = self._max_points
+        found: dict[int, Op] = {}
+        try:
+            records, _ = read_records(self._spool_path)
+        except OSError as exc:
+            log.error("mltrack: cannot read the spool back: %s", exc)
+            records = []
+        for record in records[1:]:
+            if record[0] in wanted and isinstance(record[1], Op) and room >= 0:
+                found[record[0]] = record[1]
+                room -= record[1].points
+        self._backlog = deque(
+            (seq, op if op is not None else found.get(seq), p) for seq, op, p in self._backlog
+        )
+        self._held_points = sum(p for _, op, p in self._backlog if op is not None)
+
+    def release_after_fork(self) -> None:
+        """In a forked child: let go of the parent's ack file and lock."""
+        self.acks.release_after_fork()
 
     def barrier(self) -> None:
+        """Wait for what the stores took; operations waiting for a store are safe in the spool."""
         self.inner.barrier()
 
     def close(self) -> None:
+        """One last try of what waits (the rest stays in the spool), then release the files."""
+        if self._backlog:
+            self.tick(force=True)
+        if self._backlog:
+            points = sum(p for _, _, p in self._backlog)
+            log.warning(
+                "mltrack: %d operations (%d points) a store did not take stay in the spool %s; the next "
+                "mltrack process or `mltrack sync` delivers them",
+                len(self._backlog),
+                points,
+                self._spool_path,
+            )
         self.inner.close()
         self.acks.close()
 
@@ -505,6 +634,10 @@ def recover(path: Path, *, config: Any = None) -> tuple[int, int, list[str]]:
         target = config if config is not None else contents.header.get("config")
         if target is None:
             raise BackendError(f"{path}: no readable header; cannot tell which store it belongs to")
+        if config is None and contents.acked and not contents.header.get("offline"):
+            # The store took some of this spool already: if it is gone now (deleted), it is not
+            # created again empty to take the rest; sync says so instead.
+            target = attrs.evolve(target, must_exist=True)
         delivered = points = 0
         crashed: list[str] = []
         if contents.todo or contents.open:

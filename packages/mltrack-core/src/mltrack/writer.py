@@ -41,6 +41,8 @@ class WriterStats:
     retries: int = 0
     writer_restarts: int = 0
     """Writer processes started anew after one died (what it held was sent again, not lost)."""
+    points_waiting: int = 0
+    """Points a store did not take yet, kept in the spool and retried until it does (not lost)."""
     last_error: str | None = None
     errors_by_target: dict[str, int] = attrs.field(factory=dict)
 
@@ -239,6 +241,29 @@ class HookSink:
         self.delivered_all = not any(getattr(t, "is_backend", True) for t in targets if t.name in failures)
         if self._counts_points and self.delivered_all:
             self._stats.points_delivered += op.points
+
+    def redeliver(self, op: Op) -> bool:
+        """Deliver again an operation a backend did not take before: True once every backend took it.
+
+        A retry that fails again is not counted as a new failure; one that succeeds takes
+        back the run's count of missing points (the run is then not tagged as missing them).
+        """
+        stats = self._stats
+        before = (stats.points_undelivered, stats.write_errors, dict(stats.errors_by_target))
+        by_run = dict(self._undelivered_by_run)
+        self.deliver(op)
+        stats.points_undelivered, stats.write_errors, stats.errors_by_target = before
+        if not self.delivered_all:
+            self._undelivered_by_run = by_run
+            return False
+        run_id = op.kwargs.get("run_id")
+        if op.points and run_id in self._undelivered_by_run:
+            left = self._undelivered_by_run[run_id] - op.points
+            if left > 0:
+                self._undelivered_by_run[run_id] = left
+            else:
+                del self._undelivered_by_run[run_id]
+        return True
 
     def _deliver_to(self, target: Any, op: Op) -> bool:
         """Call one target, retrying with backoff; False (counted) if it never took ``op``.
@@ -602,6 +627,8 @@ class Writer:
         self._trigger = 0
         self._queue.clear()  # the parent ships these
         self._unspooled.clear()
+        if self._spool is not None:
+            self._spool.release_after_fork()
         self._spool = None
         release = getattr(self._sink, "release_after_fork", None)
         if callable(release):
@@ -718,10 +745,14 @@ class Writer:
                 batch = list(self._queue)
                 self._queue.clear()
                 barrier = self._waiters > 0
-                if not batch and not (barrier and self._shipped > self._done):
-                    if self._closing and not self._unspooled:
-                        return
-                    continue
+                idle = not batch and not (barrier and self._shipped > self._done)
+                if idle and self._closing and not self._unspooled:
+                    return
+            if idle:
+                tick = getattr(self._sink, "tick", None)
+                if tick is not None:  # a sink holding what a store refused tries again (spool)
+                    tick()
+                continue
             for seq, op in batch:
                 try:
                     self._sink.deliver(op)
