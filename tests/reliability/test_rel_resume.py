@@ -20,7 +20,7 @@ from _child import kill_while_logging
 from _reliability import popen_python, record, run_python
 
 RESUMED_POINTS = 300
-OFFSET = 100_000.0
+OFFSET = 1e9
 """The resumed process logs ``OFFSET + k``: its points are told from the killed trainer's by value."""
 
 
@@ -46,17 +46,24 @@ while True:
 """
 
 
-def _resumer(store: str, path: Path, run_id: str) -> str:
-    return f"""
-import json, time, mltrack
-from mltrack.errors import RunStateError
-{_setup(store, path)}
-repo = mltrack.factory.experiment_repository()
+def _resumer(store: str, path: Path, run_id: str, wait: bool = True) -> str:
+    waiting = f"""
+from mltrack.errors import RunNotFoundError
+def status():
+    try:
+        return repo.get_experiment_sync({run_id!r}).status.value
+    except RunNotFoundError:  # the writer process is still creating it (MLflow's first migrations)
+        return "running"
 started = time.monotonic()
-while repo.get_experiment_sync({run_id!r}).status.value == "running":  # the killed run's writer finishing
+while status() == "running":  # the killed run's writer finishing
     assert time.monotonic() - started < 60, "the killed run still reads RUNNING after 60 s"
     time.sleep(0.2)
-before = repo.get_experiment_sync({run_id!r})
+before = repo.get_experiment_sync({run_id!r})"""
+    return f"""
+import json, time, mltrack
+{_setup(store, path)}
+repo = mltrack.factory.experiment_repository()
+{waiting if wait else "before = None"}
 with mltrack.start_run(resume={run_id[:10]!r}, config={{"phase": 2}}) as run:
     assert run.id == {run_id!r}
     for k in range({RESUMED_POINTS}):
@@ -68,17 +75,18 @@ runs = [r.experiment_id for r in repo.list_experiments_sync()]
 print(json.dumps(dict(status=run.status.value, resumed=run.resumed, config=run.config, runs=runs,
                       steps=[int(s) for s in loss.steps], values=[float(v) for v in loss.values],
                       final=run.final_metrics.get("loss"),
-                      status_before=before.status.value, resumed_before=before.resumed)))
+                      status_before=before and before.status.value, resumed_before=before and before.resumed)))
 """
 
 
 @pytest.mark.parametrize("store", ["aim", "mlflow"])
 def test_run_killed_by_sigkill_resumes_with_no_gap_or_duplicate(store: str, tmp_path: Path) -> None:
     path = tmp_path / store
-    child = popen_python(_trainer(store, path))
+    env = {"MLTRACK_SPOOL_DIR": str(tmp_path / "spool")}  # this test's own spools only
+    child = popen_python(_trainer(store, path), env=env)
     run_id, logged, _killed_at = kill_while_logging(child, seconds=1.0, min_lines=300)
 
-    got = resumed = run_python(_resumer(store, path, run_id), timeout=180)
+    got = resumed = run_python(_resumer(store, path, run_id), timeout=180, env=env)
     steps, values = got["steps"], got["values"]
     assert isinstance(steps, list) and isinstance(values, list)
     first = [v for v in values if v < OFFSET]
@@ -101,3 +109,56 @@ def test_run_killed_by_sigkill_resumes_with_no_gap_or_duplicate(store: str, tmp_
     assert values[len(first) :] == [OFFSET + k for k in range(RESUMED_POINTS)]
     assert got["final"] == OFFSET + RESUMED_POINTS - 1
     print(json.dumps(numbers))
+
+
+@pytest.mark.slow
+def test_run_whose_trainer_and_writer_were_killed_together_resumes_after_its_spool(tmp_path: Path) -> None:
+    """A group kill (trainer and writer process at once) leaves the last points in the spool:
+    resuming delivers them first, so the resumed steps go on after them (no overwrite, no gap)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from _child import wait_for_writer
+    from _reliability import child_env
+
+    store, spool = tmp_path / "mlflow", tmp_path / "spool"
+    env = child_env({"MLTRACK_WRITER": "process", "MLTRACK_SPOOL_DIR": str(spool)})
+    trainer = subprocess.Popen(
+        [sys.executable, "-u", "-c", _trainer("mlflow", store).replace("time.sleep(0.005)", "pass")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert trainer.stdout is not None and trainer.stderr is not None
+    first = trainer.stdout.readline().split()
+    assert first[:1] == ["run"], [*first, trainer.stderr.read()]
+    run_id = first[1]
+    writer = wait_for_writer(trainer.pid)
+    returned = 0
+    started = time.monotonic()
+    while time.monotonic() - started < 2.0:
+        assert trainer.stdout.readline(), trainer.stderr.read()
+        returned += 1
+    os.killpg(trainer.pid, signal.SIGSTOP)
+    os.kill(writer, signal.SIGSTOP)
+    os.killpg(trainer.pid, signal.SIGKILL)
+    os.kill(writer, signal.SIGKILL)
+    trainer.wait(10)
+    assert list(spool.glob("*.spool")), "the killed trainer left no spool"
+
+    # No waiting for CRASHED: the run may exist in the spool only (the writer process had not
+    # created it yet); resume delivers the spool first.
+    got = run_python(_resumer("mlflow", store, run_id, wait=False), timeout=600, env=env)
+    steps, values = got["steps"], got["values"]
+    first_part = [v for v in values if v < OFFSET]
+    numbers = record("resume-after-group-kill", points_returned=returned, points_before=len(first_part))
+    assert got["status"] == "completed" and got["resumed"] == 1, got
+    assert steps == list(range(len(steps))), "a gap or a duplicate step"
+    assert values[: len(first_part)] == [float(s) for s in range(len(first_part))], numbers
+    assert values[len(first_part) :] == [OFFSET + k for k in range(RESUMED_POINTS)], numbers
+    assert len(first_part) >= returned - 2_000, numbers  # the spool kept all but the last flush interval

@@ -207,7 +207,13 @@ class TrackingSession:
         self._check_resumable(backends)
         repo = ExperimentRepository(backends, before_read=self.flush)
         try:
-            full_id = repo.resolve_id(run_id)
+            try:
+                full_id = repo.resolve_id(run_id)
+            except RunNotFoundError:
+                # Created by a trainer killed with its writer before any store had the run?
+                if not self._deliver_spooled(run_id):
+                    raise
+                full_id = repo.resolve_id(run_id)
         except RunNotFoundError as exc:
             raise RunNotFoundError(f"cannot resume: {exc}") from None
         with self._lock:
@@ -220,6 +226,8 @@ class TrackingSession:
                 "and a run has one writer at a time. Stop that process (a run whose writer died "
                 "reads CRASHED and can be resumed), or start a new run"
             )
+        if self._deliver_spooled(full_id):
+            summary = repo.get_experiment_sync(full_id)
         self._check_stores()
         last: dict[tuple[str, Context], tuple[int, float]] = {}
         for series in repo.get_experiment_metrics_sync(full_id).all_series:
@@ -247,6 +255,44 @@ class TrackingSession:
             self.writer.submit("mltrack_log_params", run_id=run.id, params=plain)
         self.writer.submit("mltrack_set_tags", run_id=run.id, tags=[*new_tags, f"{RESUMED_TAG}={count}"])
         return run
+
+    def _deliver_spooled(self, run_id: str, wait: float = 120.0) -> bool:
+        """Deliver first what a killed trainer spooled for the run (``run_id``: its id or a prefix)
+        and no store took; True if there was any.
+
+        A trainer killed with its writer process leaves its last points in its spool; resumed
+        before they are delivered, the run's steps would go on from an earlier step and the
+        late delivery would overwrite the new points and mark the run CRASHED again. A spool
+        of a dead trainer that another process is delivering (mltrack starts one in the
+        background) is waited for, up to ``wait`` seconds. Spools of live trainers are not
+        read: their runs read RUNNING and are refused anyway.
+        """
+        spool = getattr(self.writer, "spool", None)
+        if spool is None:
+            return False
+        from mltrack import spool as spools
+        from mltrack.authoring import WriterRecord
+
+        delivered = False
+        deadline = time.monotonic() + wait
+        here = WriterRecord.current().host
+        for path in spools._spool_files(spool.path.parent):
+            owner = path.name.split("-")[1] if path.name.count("-") >= 2 else ""
+            if path == spool.path or not owner.isdigit() or WriterRecord(here, int(owner)).state() == "alive":
+                continue  # ours, or a live trainer's (its run reads RUNNING and is refused anyway)
+            pending = spools._describe(path, alive=False)
+            if pending is None or pending.offline or not any(r.startswith(run_id) for r in pending.open_runs):
+                continue
+            while path.exists() and time.monotonic() < deadline:
+                fd = spools._lock(spools._paths(path)[1], exclusive=True)
+                if fd is not None:
+                    os.close(fd)
+                    break
+                time.sleep(0.2)  # its writer process, or a recovery, is delivering it now
+            if path.exists():
+                spools.recover(path)  # raises if still held: never resume ahead of the points
+            delivered = True
+        return delivered
 
     def _check_resumable(self, backends: ActiveBackends) -> None:
         """Every store implements ``mltrack_resume_run``: a store without it would lose the run's writes."""
