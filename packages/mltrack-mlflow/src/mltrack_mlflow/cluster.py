@@ -128,12 +128,14 @@ def trainer_env(tracking_uri: str) -> dict[str, str]:
     """``ML_TRACKING_BACKEND``/``MLFLOW_TRACKING_URI`` for trainers of a cluster at ``tracking_uri``.
 
     ``MLTRACK_RETRY_WINDOW`` is raised so a trainer rides out a server restart of a few minutes
-    (writes are retried, training does not wait).
+    (writes are retried, training does not wait), and ``MLTRACK_HOOK_TIMEOUT`` above it, or the
+    write would be cut off (and spooled) at the default 120 s.
     """
     return {
         "ML_TRACKING_BACKEND": "mlflow",
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MLTRACK_RETRY_WINDOW": "600",
+        "MLTRACK_HOOK_TIMEOUT": "660",  # a write retried for the whole window is not cut off first
     }
 
 
@@ -309,6 +311,20 @@ def _start_postgres(
         server.stop()
         raise
     return server
+
+
+def _start_postgres_on_free_port(
+    pg_bin: Path, folder: Path, host: str, password: str, timeout: float, max_connections: int
+) -> tuple[ServerProcess, int]:
+    """:func:`_start_postgres` on a free port, on another if a process took that one first (3 tries)."""
+    for attempt in range(3):
+        port = free_port(host)
+        try:
+            return _start_postgres(pg_bin, folder, host, port, password, timeout, max_connections), port
+        except BackendError as exc:
+            if attempt == 2 or "already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def _start_s3(
@@ -592,7 +608,6 @@ def start_cluster(
     pg_folder = find_postgres_bin(pg_bin)
     weed_bin = find_weed(weed)
     keys = _secrets(root)
-    pg_port = free_port(host)
     started: list[ServerProcess] = []
     s3_port = free_port(host)
     port = mlflow_port or free_port(host)
@@ -605,8 +620,8 @@ def start_cluster(
             s3_result.append(exc)
 
     try:
-        postgres = _start_postgres(
-            pg_folder, root, host, pg_port, keys["pg_password"], timeout, max_connections
+        postgres, pg_port = _start_postgres_on_free_port(
+            pg_folder, root, host, keys["pg_password"], timeout, max_connections
         )
         started.append(postgres)
         # MLflow needs the S3 endpoint's address, not the store itself, to start: both at once.
