@@ -341,18 +341,30 @@ def update_results(path: Path, rows: list[str], section: str) -> None:
     lines = path.read_text().splitlines()
     measured = {row.split("|")[1].strip() for row in rows}
     lines = [ln for ln in lines if not (re.match(r"\| W\d+ \|", ln) and ln.split("|")[1].strip() in measured)]
+    kept = [ln for ln in lines if re.match(r"\| W\d+ \|", ln)]
+    lines = [ln for ln in lines if ln not in kept]
     last_row = max(i for i, ln in enumerate(lines) if ln.startswith("|") and i < _first_section(lines))
-    lines[last_row + 1 : last_row + 1] = rows
+    lines[last_row + 1 : last_row + 1] = sorted(
+        [*kept, *rows], key=lambda row: int(row.split("|")[1].strip()[1:])
+    )
     text = "\n".join(lines) + "\n"
     heading = section.splitlines()[0]
-    if heading in text:
-        start = text.index(heading)
-        nxt = text.find("\n## ", start + len(heading))
-        end = len(text) if nxt < 0 else nxt + 1
-        text = text[:start] + section.rstrip("\n") + "\n" + ("\n" if nxt >= 0 else "") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    if heading not in text:
+        path.write_text(text.rstrip("\n") + "\n\n" + section)
+        return
+    start = text.index(heading)
+    nxt = text.find("\n## ", start + len(heading))
+    end = len(text) if nxt < 0 else nxt + 1
+    # Paragraph by paragraph: a run of some goals replaces only the paragraphs it wrote anew.
+    old = [p for p in text[start:end].split("\n\n") if p.strip()]
+    for paragraph in (p for p in section.split("\n\n") if p.strip()):
+        same = [i for i, p in enumerate(old) if p.split(" ", 2)[:2] == paragraph.split(" ", 2)[:2]]
+        if same:
+            old[same[0]] = paragraph.strip("\n")
+        else:
+            old.append(paragraph.strip("\n"))
+    merged = "\n\n".join(p.strip("\n") for p in old) + "\n"
+    path.write_text(text[:start] + merged + ("\n" if nxt >= 0 else "") + text[end:])
 
 
 def _first_section(lines: list[str]) -> int:
@@ -367,6 +379,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--goals", default="W1,W2,W3,W4", help="which goals to measure, e.g. W1,W2")
     parser.add_argument(
+        "--results", type=Path, default=HERE / "RESULTS.md", help="the file --update-results writes"
+    )
+    parser.add_argument(
         "--update-results", action="store_true", help="write the rows and section into benchmarks/RESULTS.md"
     )
     args = parser.parse_args()
@@ -376,8 +391,8 @@ def main() -> int:
         bench_wide(sink, Path(tmp), args.rounds or (2 if args.quick else 3), args.quick, goals)
     print("\n".join(sink.sections))
     if args.update_results:
-        update_results(HERE / "RESULTS.md", sink.rows, sink.sections[0])
-        print(f"updated {HERE / 'RESULTS.md'}")
+        update_results(args.results, sink.rows, sink.sections[0])
+        print(f"updated {args.results}")
     return 0
 
 
