@@ -246,6 +246,7 @@ def run_load_test(
     kill_at: float = 0.3,
     restart_at: float = 0.5,
     raw: bool = True,
+    ls_command: bool = True,
     timeout: float = 1800.0,
     log: Any = print,
 ) -> LoadResult:
@@ -253,7 +254,9 @@ def run_load_test(
 
     Trainer 0 is SIGKILLed once it has logged ``kill_at`` of its points; the server is restarted
     once the others have logged ``restart_at`` of theirs on average. Each trainer takes at least
-    ``pace`` seconds to log its points. Raises AssertionError naming what was lost or wrong.
+    ``pace`` seconds to log its points. ``ls_command=False`` times the listing in this process
+    only (not ``mltrack ls`` as a command: 3-12 s of start-up here). Raises AssertionError
+    naming what was wrong.
     """
     tag = f"load:{uuid.uuid4().hex[:8]}"
     base = Path(tempfile.mkdtemp(prefix="mltrack-load-"))
@@ -329,7 +332,7 @@ def run_load_test(
                 f"the killed trainer lost {len(lost)} points returned up to {lost_before:.2f} s before the kill"
             )
         artifacts_checked = _check_artifacts(cluster, procs)
-        ls_wall, ls_seconds, ls_runs = _time_ls(cluster, tag, base)
+        ls_wall, ls_seconds, ls_runs = _time_ls(cluster, tag, base, command=ls_command, ids=ids)
         assert set(ls_runs) == set(ids), f"`mltrack ls` listed {len(ls_runs)} of {len(ids)} runs"
         assert ls_seconds < 1.0, f"listing the {len(ids)} runs took {ls_seconds:.2f} s"
         mltrack_points = stored_total
@@ -419,7 +422,9 @@ def _wait_status(cluster: Any, run_id: str, want: str, timeout: float) -> str:
     raise AssertionError(f"run {run_id} reads {seen}, not {want}")
 
 
-def _time_ls(cluster: Any, tag: str, base: Path) -> tuple[float, float, list[str]]:
+def _time_ls(
+    cluster: Any, tag: str, base: Path, *, command: bool = True, ids: list[str] | None = None
+) -> tuple[float, float, list[str]]:
     """How long listing the runs takes: (``mltrack ls`` wall seconds, the listing alone, run ids).
 
     The command's wall time includes starting Python and importing mlflow (~3 s here); the
@@ -427,13 +432,15 @@ def _time_ls(cluster: Any, tag: str, base: Path) -> tuple[float, float, list[str
     """
     import mltrack
 
-    env = _env(cluster, base)
-    command = [str(Path(sys.executable).parent / "mltrack"), "ls", "--tag", tag, "--json"]
-    begun = time.monotonic()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    wall = time.monotonic() - begun
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    ids = [row["id"] for row in json.loads(proc.stdout)]
+    wall = 0.0
+    if command:
+        argv = [str(Path(sys.executable).parent / "mltrack"), "ls", "--tag", tag, "--json"]
+        begun = time.monotonic()
+        proc = subprocess.run(argv, env=_env(cluster, base), capture_output=True, text=True, timeout=120)
+        wall = time.monotonic() - begun
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        ids = [row["id"] for row in json.loads(proc.stdout)]
+    assert ids is not None
     best = float("inf")
     with mltrack.open_repository("mlflow", tracking_uri=cluster.tracking_uri, must_exist=True) as repo:
         for _ in range(3):

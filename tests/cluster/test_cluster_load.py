@@ -18,7 +18,15 @@ def test_trainers_killed_and_server_restarted_lose_nothing(cluster: Cluster) -> 
     killed run reads CRASHED, and listing both runs takes under a second.
     """
     result = load_test.run_load_test(
-        cluster, trainers=2, points=5_000, pace=2.0, kill_at=0.4, restart_at=0.5, raw=False, timeout=240
+        cluster,
+        trainers=2,
+        points=5_000,
+        pace=2.0,
+        kill_at=0.4,
+        restart_at=0.5,
+        raw=False,
+        ls_command=False,
+        timeout=240,
     )
     assert result.lost_points == 0
     assert result.killed_points_required >= 2_000
