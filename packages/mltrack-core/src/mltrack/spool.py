@@ -240,6 +240,8 @@ class Spool:
         self._open_creates: dict[str, Op] = {}  # create ops of runs still open
         self.points_not_spooled = 0
         self.failed: str | None = None
+        """Why the last write to the spool failed (its disk full); tried again after 5 s."""
+        self._retry_at = 0.0
         self._told_full = False
         self._mutex = threading.Lock()
 
@@ -258,7 +260,7 @@ class Spool:
                     self._open_creates[op.kwargs["run"].id] = op
                 elif op.hook == "mltrack_finish_run":
                     self._open_creates.pop(op.kwargs["run_id"], None)
-            if self.failed is not None:
+            if self.failed is not None and time.monotonic() < self._retry_at:
                 self.points_not_spooled += sum(op.points for _, op in items)
                 return
             data = b"".join(encode_record((seq, op)) for seq, op in items)
@@ -275,14 +277,25 @@ class Spool:
                     )
                 return
             try:
-                os.write(self._fd, data)
+                written = os.write(self._fd, data)
+                if written != len(data):
+                    raise OSError(f"short write ({written} of {len(data)} bytes)")
             except OSError as exc:  # the spool's own disk is full: say so, keep training
+                try:  # no torn record left in the middle: later ones must stay readable
+                    os.ftruncate(self._fd, self._size)
+                except OSError:
+                    pass
+                if self.failed is None:
+                    log.error(
+                        "mltrack: cannot write the spool %s (%s); points are not spooled until it can",
+                        self.path,
+                        exc,
+                    )
                 self.failed = f"{type(exc).__name__}: {exc}"
+                self._retry_at = time.monotonic() + 5.0
                 self.points_not_spooled += sum(op.points for _, op in items)
-                log.error(
-                    "mltrack: cannot write the spool %s (%s); points are no longer spooled", self.path, exc
-                )
                 return
+            self.failed = None
             self._size += len(data)
             for seq, op in items:
                 self._unacked[seq] = op.points
