@@ -275,7 +275,9 @@ def run_load_test(
         os.kill(victim.proc.pid, signal.SIGKILL)
         victim.killed_at = time.time()
         victim.proc.wait(10)
-        log(f"killed trainer 0 (pid {victim.proc.pid}) at step {victim.last_step}")
+        log(
+            f"{time.monotonic() - started:.1f} s: killed trainer 0 (pid {victim.proc.pid}) at step {victim.last_step}"
+        )
         others = procs[1:]
         if others:
             _wait(
@@ -289,12 +291,13 @@ def run_load_test(
         restart_started = time.monotonic()
         cluster.restart_mlflow()
         restart_seconds = time.monotonic() - restart_started
-        log(f"restarted mlflow server in {restart_seconds:.1f} s")
+        log(f"{time.monotonic() - started:.1f} s: restarted mlflow server in {restart_seconds:.1f} s")
         for trainer in others:
             trainer.proc.wait(timeout)
             assert trainer.proc.returncode == 0 and trainer.done_at, (
                 f"trainer {trainer.index} failed ({trainer.proc.returncode}): {''.join(trainer.stderr)[-3000:]}"
             )
+        log(f"{time.monotonic() - started:.1f} s: the other trainers exited")
         time.sleep(0.5)  # the reader threads take the last lines
         run_ids = [t.run_id for t in procs]
         assert all(run_ids), "a trainer never printed its run id"
@@ -313,8 +316,10 @@ def run_load_test(
             detail=lambda: f"{_count_points(cluster, survivors):,} of {expected:,} points",
         )
         mltrack_seconds = time.monotonic() - started
+        log(f"{mltrack_seconds:.1f} s: every point of the other trainers is in PostgreSQL")
         # The killed run reads CRASHED once its writer process has stored everything it was handed.
         status = _wait_status(cluster, str(victim.run_id), "CRASHED", timeout=300)
+        log(f"{time.monotonic() - started:.1f} s: the killed run reads {status}")
         stored_total = _count_points(cluster, ids)
         # 3. Checks, on the stores themselves.
         for trainer in others:
