@@ -219,6 +219,8 @@ def run_workload(code: str, repo: Path, timeout: float = 1800, **env: Any) -> di
         repo.mkdir(parents=True)
         run_workload(INIT_REPO, repo)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_"))}
+    # The workloads count the points they log; system metrics (benchmarks/system_bench.py) would add theirs.
+    full_env["MLTRACK_SYSTEM_METRICS"] = "0"
     full_env.update({k: str(v) for k, v in env.items()}, BENCH_REPO=str(repo))
     return peers.run_fresh(_PRELUDE + textwrap.dedent(code), full_env, timeout)
 

@@ -16,7 +16,11 @@ def child_env(extra: dict[str, str] | None = None, *, clean: bool = False) -> di
     """This process's environment (``clean``: without mltrack's own settings), plus ``extra``."""
     env = dict(os.environ)
     if clean:
-        env = {k: v for k, v in env.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_REPO"))}
+        env = {
+            k: v
+            for k, v in env.items()
+            if not k.startswith(("ML_", "MLTRACK_", "AIM_REPO")) or k == "MLTRACK_SPOOL_DIR"
+        }
     env.update(extra or {})
     return env
 

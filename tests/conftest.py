@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,13 @@ import pytest
 # `import mlflow` reports to MLflow's telemetry service unless told not to; test modules may
 # import it at collection, before any fixture runs.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Spools of trainers the tests kill stay in the test run's own folder, never in the user's
+# ~/.cache (where later mltrack processes would try to deliver them); child processes keep it.
+SPOOL_ROOT = Path(tempfile.mkdtemp(prefix="mltrack-test-spools-"))
+os.environ["MLTRACK_SPOOL_DIR"] = str(SPOOL_ROOT / "session")
+# Fixtures wider than a test (module, session) record runs before the per-test clean-up below:
+# no system metrics sampled into them (a slow machine would add `system/*` series some times).
+os.environ["MLTRACK_SYSTEM_METRICS"] = "0"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,6 +52,13 @@ def _no_process_left_behind() -> Iterator[None]:
     print("\nprocesses left running by the tests, now stopped:\n  " + "\n  ".join(described))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_spools_removed() -> Iterator[None]:
+    """The suite's spool folders go with it."""
+    yield
+    shutil.rmtree(SPOOL_ROOT, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _clean_mltrack_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from mltrack.settings import SETTINGS
@@ -52,6 +67,8 @@ def _clean_mltrack_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     mlflow_own = ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
     for var in (*(setting.name for setting in SETTINGS), *mlflow_own):
         monkeypatch.delenv(var, raising=False)
+    # Each test its own spool folder (a test that kills a trainer leaves its spool there).
+    monkeypatch.setenv("MLTRACK_SPOOL_DIR", tempfile.mkdtemp(prefix="t-", dir=SPOOL_ROOT))
     yield
     from mltrack import config, factory, plugins
 

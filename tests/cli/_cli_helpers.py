@@ -16,7 +16,9 @@ def run_mltrack(*args: str, input: str | None = None, **env: str) -> subprocess.
     Output is 160 columns wide unless ``COLUMNS`` says otherwise (``COLUMNS=""``: not set at all).
     """
     full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_")) or k == "MLTRACK_SPOOL_DIR"
     }
     full_env.update(COLUMNS="160", MLFLOW_DISABLE_TELEMETRY="true")
     full_env.update(env)

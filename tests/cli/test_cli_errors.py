@@ -196,7 +196,11 @@ def read_only_repo(tmp_path: Path) -> Iterator[Path]:
             "with mltrack.start_run('ro') as run:\n"
             "    run.log_metric('reward', 1.0, step=0)\n"
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ML_", "MLTRACK_", "AIM_")) or k == "MLTRACK_SPOOL_DIR"
+        }
         env.update(ML_TRACKING_BACKEND="aim", ML_STORAGE_PATH=str(point))
         subprocess.run([sys.executable, "-c", record], check=True, env=env, timeout=300)
         subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)

@@ -30,7 +30,11 @@ def big_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def _env(repo: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_")) or k == "MLTRACK_SPOOL_DIR"
+    }
     return {**env, "ML_TRACKING_BACKEND": "aim", "AIM_REPO_PATH": str(repo)}
 
 

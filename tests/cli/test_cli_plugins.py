@@ -81,7 +81,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _mltrack(
     site: Path, imported: Path, *args: str, plugins: str, **extra: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_")) or k == "MLTRACK_SPOOL_DIR"
+    }
     env.update(
         PYTHONPATH=str(site),
         MLTRACK_LOAD_PLUGINS=plugins,

@@ -110,7 +110,11 @@ def build_plugins(root: Path) -> Path:
 
 
 def run_py(plugin_path: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_"))}
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+    }
     full_env["PYTHONPATH"] = str(plugin_path)
     full_env.setdefault("MLTRACK_LOAD_PLUGINS", "filelog,broken,memory")
     full_env.update(env)

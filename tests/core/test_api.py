@@ -80,9 +80,11 @@ def test_store_failures_never_reach_the_training_loop_and_show_in_health() -> No
     tracking_session().flush()
     health = asyncio.run(health_check())
     assert not health.is_healthy
-    assert "10 point(s) not stored" in health.issues[0]
+    # Not lost: they wait in the local spool until the store takes them (or `mltrack sync`).
+    assert "10 point(s) wait in the spool" in health.issues[0]
     assert "store unreachable" in health.issues[0]
-    assert health.details["writer"]["points_undelivered"] == 10
+    assert health.details["writer"]["points_waiting"] == 10
+    assert health.details["writer"]["points_undelivered"] == 0
 
 
 def test_config_values_named_like_secrets_are_masked() -> None:

@@ -40,7 +40,11 @@ class SuiteRun:
 
 
 def _run_suite(backend: str, basetemp: Path) -> SuiteRun:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+    }
     env["MLTRACK_MUTANT"] = backend
     proc = subprocess.run(
         [

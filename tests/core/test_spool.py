@@ -109,6 +109,32 @@ def test_recovery_delivers_only_what_was_not_acknowledged_and_marks_the_run_cras
     assert not list(spool.path.parent.iterdir())  # delivered: the files are gone
 
 
+def test_a_resumed_run_whose_trainer_dies_is_delivered_and_marked_crashed(tmp_path: Path) -> None:
+    config = _memory(tmp_path)
+    backends = mltrack.plugins.get_plugin_host().activate(config)
+    store = backends.backend_targets[0]
+    store.call("mltrack_create_run", run=ExperimentRun(id="r1", experiment_name="e", config={}))
+    store.call("mltrack_log_metrics", **_batch("r1", 0, 50).kwargs)
+    store.call(
+        "mltrack_finish_run",
+        run_id="r1",
+        status=ExperimentStatus.CRASHED,
+        end_time=datetime.now(timezone.utc),
+        final_metrics={"loss": 49.0},
+    )
+    backends.close()
+    # A later trainer resumes r1, logs 50 more steps and is killed with its writer before any is stored.
+    spool = Spool(tmp_path / "spool", config, max_bytes=10**9)
+    spool.append([(1, Op("mltrack_resume_run", {"run_id": "r1"})), (2, _batch("r1", 50, 50))])
+    os.close(spool._fd)
+    os.close(spool._lock_fd)  # type: ignore[arg-type]
+
+    [pending] = pending_spools(spool.path.parent)
+    assert (pending.operations, pending.points, pending.open_runs) == (2, 50, ("r1",))
+    assert recover(spool.path) == (2, 50, ["r1"])
+    assert _stored_steps(config, "r1") == ("crashed", list(range(100)))
+
+
 def test_past_the_bound_unacknowledged_points_are_counted_and_acknowledged_ones_compacted(
     tmp_path: Path,
 ) -> None:

@@ -66,7 +66,11 @@ def test_sigkilled_trainer_loses_nothing_older_than_the_flush_interval_and_reads
             time.sleep(0.0002)
         """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+    }
     env.update(
         PYTHONPATH=str(plugin_path),
         MLTRACK_LOAD_PLUGINS="filelog",
@@ -77,6 +81,8 @@ def test_sigkilled_trainer_loses_nothing_older_than_the_flush_interval_and_reads
     proc = subprocess.Popen([sys.executable, "-c", trainer], stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     returned: list[tuple[int, float]] = []
+    step, t = proc.stdout.readline().split()  # started (a loaded machine takes seconds to get here)
+    returned.append((int(step), float(t)))
     start = time.monotonic()
     while time.monotonic() - start < 1.5:
         step, t = proc.stdout.readline().split()
@@ -113,7 +119,11 @@ def test_sigterm_stores_everything_and_finishes_the_run_interrupted(
                 step += 1
         """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+    }
     env.update(
         PYTHONPATH=str(plugin_path),
         MLTRACK_LOAD_PLUGINS="filelog",

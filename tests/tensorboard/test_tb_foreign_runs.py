@@ -48,7 +48,11 @@ def test_a_summarywriter_run_reads_back_equal_to_event_accumulator(tb_dir: Path)
 
 def test_mltrack_ls_lists_tensorboards_own_runs_beside_mltracks(tb_dir: Path) -> None:
     _write_plain_run(tb_dir / "PPO_1")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+    }
     env.update(ML_TRACKING_BACKEND="tensorboard", ML_STORAGE_PATH=str(tb_dir))
     listed = subprocess.run(
         [sys.executable, "-m", "mltrack", "ls"], capture_output=True, text=True, timeout=120, env=env

@@ -48,7 +48,11 @@ def _plain(series: list[MetricSeries]) -> list[tuple[Any, ...]]:
 
 def test_sb3_callback_fans_out_to_aim_and_tensorboard(tmp_path: Path, aim_repo: Path) -> None:
     tb_dir = tmp_path / "tb_logs"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_", "AIM_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ML_", "MLTRACK_", "AIM_")) or k == "MLTRACK_SPOOL_DIR"
+    }
     env.update(
         ML_TRACKING_BACKEND="aim,tensorboard", AIM_REPO_PATH=str(aim_repo), ML_STORAGE_PATH=str(tb_dir)
     )

@@ -24,7 +24,11 @@ def test_mltrack_ui_serves_the_log_folder_with_tensorboard(tb_config: TrackingCo
     session.log_metric(run, "loss", 0.5, step=1)
     session.close()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "MLTRACK_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+    }
     env.update(ML_TRACKING_BACKEND="tensorboard", ML_STORAGE_PATH=str(tb_dir))
     port = free_port()
     proc = subprocess.Popen(

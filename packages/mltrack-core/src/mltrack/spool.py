@@ -204,6 +204,15 @@ class AckLog:
             self._lock_fd = None
 
 
+def _opened_run(op: Op) -> str | None:
+    """The run an operation opens (created, or resumed: either is left open by a kill), else None."""
+    if op.hook == "mltrack_create_run":
+        return str(op.kwargs["run"].id)
+    if op.hook == "mltrack_resume_run":
+        return str(op.kwargs["run_id"])
+    return None
+
+
 # --- the trainer's side -------------------------------------------------------------------
 
 
@@ -256,8 +265,9 @@ class Spool:
             return
         with self._mutex:
             for _, op in items:
-                if op.hook == "mltrack_create_run":
-                    self._open_creates[op.kwargs["run"].id] = op
+                opened = _opened_run(op)
+                if opened is not None:
+                    self._open_creates[opened] = op
                 elif op.hook == "mltrack_finish_run":
                     self._open_creates.pop(op.kwargs["run_id"], None)
             if self.failed is not None and time.monotonic() < self._retry_at:
@@ -563,7 +573,7 @@ class _Contents:
         for record in records[1:]:
             if record[0] == "state":
                 for op in record[1]:
-                    self.open[op.kwargs["run"].id] = op
+                    self.open[_opened_run(op) or ""] = op
                 for run_id, values in record[2].items():
                     self.finals[run_id] = {k: (-1, v) for k, v in values.items()}
                 continue
@@ -573,9 +583,10 @@ class _Contents:
                 self.todo.append((seq, op))
 
     def _observe(self, op: Op) -> None:
-        if op.hook == "mltrack_create_run":
-            self.open[op.kwargs["run"].id] = op
-            self.finals.setdefault(op.kwargs["run"].id, {})
+        opened = _opened_run(op)
+        if opened is not None:
+            self.open[opened] = op
+            self.finals.setdefault(opened, {})
         elif op.hook == "mltrack_finish_run":
             self.open.pop(op.kwargs["run_id"], None)
         elif op.hook == "mltrack_log_metrics":
