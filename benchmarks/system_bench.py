@@ -6,9 +6,11 @@ interleaved, medians:
 
 * ``log_metric`` in a hot loop (nothing else per step): microseconds per call;
 * a paced loop (~1 ms of pure-Python work per step, five metrics logged): wall time per step,
-  the overhead a training loop sees, in percent.
+  the overhead a training loop sees, in percent;
+* with ``--ppo``: SB3 PPO on CartPole with ``TrackingCallback``, sampler on at 1 s (10x the
+  default rate) or off: environment steps per second of ``learn()``.
 
-Alone: ``python benchmarks/system_bench.py [--quick]``.
+Alone: ``python benchmarks/system_bench.py [--quick] [--ppo]``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bench_system", "main"]
+__all__ = ["bench_ppo", "bench_system", "main"]
 
 TRAINER = textwrap.dedent(
     """
@@ -55,6 +57,51 @@ TRAINER = textwrap.dedent(
                       "sample_cpu_ms": system.get("sample_cpu_ms")}))
     """
 )
+
+
+PPO_TRAINER = textwrap.dedent(
+    """
+    import json, time
+    from stable_baselines3 import PPO
+    from mltrack_sb3 import TrackingCallback
+
+    model = PPO("MlpPolicy", "CartPole-v1", seed=0, device="cpu")
+    callback = TrackingCallback("system-bench-ppo")
+    started = time.perf_counter()
+    model.learn(TIMESTEPS, callback=callback)
+    took = time.perf_counter() - started
+    print(json.dumps({"steps_per_s": model.num_timesteps / took}))
+    """
+)
+
+
+def bench_ppo(quick: bool = False) -> dict[str, Any]:
+    """PPO steps/s with the sampler on (1 s interval) and off, interleaved; medians and the cost."""
+    from mltrack_aim.store import ensure_repo
+
+    rounds, timesteps = (2, 4_096) if quick else (5, 16_384)
+    root = Path(tempfile.mkdtemp(prefix="system-bench-ppo-"))
+    found: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        ensure_repo(str(root))
+        for i in range(rounds):
+            for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                env = {
+                    **os.environ,
+                    "ML_TRACKING_BACKEND": "aim",
+                    "ML_STORAGE_PATH": str(root),
+                    "MLTRACK_SYSTEM_METRICS": "1" if mode == "on" else "0",
+                    "MLTRACK_SYSTEM_INTERVAL": "1",
+                }
+                code = PPO_TRAINER.replace("TIMESTEPS", str(timesteps))
+                out = subprocess.run(
+                    [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+                )
+                found[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["steps_per_s"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    off, on = statistics.median(found["off"]), statistics.median(found["on"])
+    return {"off": off, "on": on, "cost_percent": 100 * (1 - on / off), "rounds": found}
 
 
 def _child(store: Path, on: bool, hot: int, paced: int) -> dict[str, Any]:
@@ -108,7 +155,14 @@ def main() -> None:
     """Print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and steps")
+    parser.add_argument("--ppo", action="store_true", help="PPO on CartPole with the sampler on and off")
     args = parser.parse_args()
+    if args.ppo:
+        p = bench_ppo(args.quick)
+        print(f"PPO CartPole steps/s, sampler off: {p['off']:,.0f}, on at 1 s: {p['on']:,.0f}")
+        print(f"rounds: {p['rounds']}")
+        print(f"cost of system metrics on PPO: {p['cost_percent']:+.2f}% (at 10x the default rate)")
+        return
     s = bench_system(args.quick)
     head = f"{'mode':<5} {'log_metric us/call':>19} {'paced ms/step':>14} {'samples':>8} {'ms/sample':>10}"
     print(head + f" {'cpu ms/sample':>14}")

@@ -35,8 +35,8 @@ import attrs
 
 from mltrack.config import TrackingConfig
 from mltrack.errors import BackendError
-from mltrack.models import ExperimentStatus, MetricBatch, final_metric_key
-from mltrack.writer import HookSink, Op, WriterStats, _connection_error
+from mltrack.models import MetricBatch, final_metric_key
+from mltrack.writer import HookSink, Op, WriterStats, _connection_error, crashed_op
 
 if TYPE_CHECKING:
     from mltrack.plugins import ActiveBackends
@@ -479,17 +479,7 @@ def _serve() -> int:
         now = datetime.now(timezone.utc)
         for run_id, finals in list(open_runs.last.items()):
             try:
-                sink.deliver(
-                    Op(
-                        "mltrack_finish_run",
-                        {
-                            "run_id": run_id,
-                            "status": ExperimentStatus.CRASHED,
-                            "end_time": now,
-                            "final_metrics": {k: v for k, (_, v) in finals.items()},
-                        },
-                    )
-                )
+                sink.deliver(crashed_op(run_id, finals, now))
             except Exception as exc:
                 log.error("mltrack: could not mark run %s crashed: %s", run_id, exc)
     if spooled is not None:

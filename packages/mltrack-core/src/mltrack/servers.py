@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from mltrack.errors import BackendError
 
-__all__ = ["ServerProcess", "free_port", "http_ok", "port_free", "start_server"]
+__all__ = ["ServerProcess", "free_port", "group_alive", "http_ok", "port_free", "start_server"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,7 +54,8 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """True while any process of the group ``pgid`` lives (one we may not signal counts as alive)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -83,7 +84,7 @@ class ServerProcess:
 
     def group_alive(self) -> bool:
         """True while any process of its group (workers, job runners) is left."""
-        return _group_alive(self.proc.pid)
+        return group_alive(self.proc.pid)
 
     def log(self) -> str:
         """What the process printed so far (for error messages)."""
@@ -99,7 +100,7 @@ class ServerProcess:
                 os.killpg(self.proc.pid, sig)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if self.proc.poll() is not None and not _group_alive(self.proc.pid):
+                if self.proc.poll() is not None and not group_alive(self.proc.pid):
                     return
                 time.sleep(0.1)
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -47,8 +47,8 @@ from typing import Any
 
 import attrs
 
-from mltrack.models import ExperimentStatus, MetricBatch, final_metric_key
-from mltrack.writer import HookSink, Op, WriterStats
+from mltrack.models import MetricBatch, final_metric_key
+from mltrack.writer import HookSink, Op, WriterStats, crashed_op
 
 __all__ = [
     "AckLog",
@@ -699,17 +699,7 @@ def recover(path: Path, *, config: Any = None) -> tuple[int, int, list[str]]:
                     now = datetime.now(timezone.utc)
                     for run_id in list(contents.open):
                         finals = contents.finals.get(run_id, {})
-                        sink.deliver(
-                            Op(
-                                "mltrack_finish_run",
-                                {
-                                    "run_id": run_id,
-                                    "status": ExperimentStatus.CRASHED,
-                                    "end_time": now,
-                                    "final_metrics": {k: v for k, (_, v) in finals.items()},
-                                },
-                            )
-                        )
+                        sink.deliver(crashed_op(run_id, finals, now))
                         if not sink.delivered_all:
                             raise BackendError(
                                 f"{path}: could not mark run {run_id} crashed: {stats.last_error}"

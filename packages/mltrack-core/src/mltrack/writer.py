@@ -19,14 +19,15 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import attrs
 
 from mltrack.errors import BackendError
-from mltrack.models import Context, MetricBatch
+from mltrack.models import Context, ExperimentStatus, MetricBatch
 
-__all__ = ["UNDELIVERED_TAG", "HookSink", "ObservedSink", "Op", "Sink", "Writer", "WriterStats"]
+__all__ = ["UNDELIVERED_TAG", "HookSink", "ObservedSink", "Op", "Sink", "Writer", "WriterStats", "crashed_op"]
 
 log = logging.getLogger("mltrack")
 
@@ -56,6 +57,19 @@ class Op:
     points: int = 0
     seq: int = 0
     """The writer's sequence number, once spooled (0: not spooled); the spool's ack file names it."""
+
+
+def crashed_op(run_id: str, finals: Mapping[str, tuple[int, float]], end_time: datetime) -> Op:
+    """Finish ``run_id`` CRASHED with its last values (``finals``: metric key -> (step, value))."""
+    return Op(
+        "mltrack_finish_run",
+        {
+            "run_id": run_id,
+            "status": ExperimentStatus.CRASHED,
+            "end_time": end_time,
+            "final_metrics": {k: v for k, (_, v) in finals.items()},
+        },
+    )
 
 
 class Sink(Protocol):

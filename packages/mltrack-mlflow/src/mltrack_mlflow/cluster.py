@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrack.errors import BackendError, ConfigurationError
-from mltrack.servers import ServerProcess, free_port, start_server
+from mltrack.servers import ServerProcess, free_port, group_alive, start_server
 from mltrack_mlflow.processes import MlflowProcess
 
 __all__ = [
@@ -668,27 +668,17 @@ def stop_cluster(folder: str | os.PathLike[str] = "mltrack_cluster", timeout: fl
     with contextlib.suppress(ProcessLookupError):
         os.kill(state.owner_pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(pid) for pid in state.server_pids.values()):
+    while time.monotonic() < deadline and any(group_alive(pid) for pid in state.server_pids.values()):
         time.sleep(0.2)
     for pid in state.server_pids.values():
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, sig)
             end = time.monotonic() + 5
-            while time.monotonic() < end and _alive(pid):
+            while time.monotonic() < end and group_alive(pid):
                 time.sleep(0.1)
     (Path(folder) / STATE_FILE).unlink(missing_ok=True)
     return state
-
-
-def _alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def port_open(host: str, port: int) -> bool:
