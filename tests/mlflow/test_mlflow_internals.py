@@ -172,8 +172,13 @@ _PRIVATE = re.compile(
 _PRIVATE_ATTRIBUTE = re.compile(r"\b(\w+)\._[A-Za-z]")
 
 
+# cluster.py administers the deployment's PostgreSQL (its own catalog, creating databases), not
+# MLflow's store: SQL there is not a use of MLflow's internals.
+_NOT_MLFLOW = ("internals.py", "cluster.py")
+
+
 @pytest.mark.parametrize(
-    "module", sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "internals.py"), ids=str
+    "module", sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in _NOT_MLFLOW), ids=str
 )
 def test_no_module_but_internals_touches_mlflows_internals(module: str) -> None:
     source = (PACKAGE / module).read_text()

@@ -97,8 +97,6 @@ class AimBackend:
         self._runs: dict[str, Any] = {}  # aim.Run objects open for writing, by run id
         self._writers: dict[str, MetricWriter] = {}
         self._lock = threading.RLock()
-        self._unpublished: set[str] = set()  # runs created here and not indexed yet
-        self._publish_timer: threading.Timer | None = None
         self._artifacts_dir = Path(settings.artifacts_dir)
         # Bulk column reads use Aim's internal layout: local repositories of verified Aim only.
         self._fast_reads = internals.fast_paths() and not settings.is_remote
@@ -131,49 +129,12 @@ class AimBackend:
     def _publish(self, run_id: str) -> None:
         """Index the run now, so plain Aim readers (``query_runs``, ``aim up``) see it at once.
 
-        Runs created since the last index pass go along in the same pass: opening Aim's index
-        for writing is the dear part (~40 ms), not indexing one more run.
+        Not deferred: a run whose writer is killed before a deferred pass would stay unindexed,
+        and readers (mltrack's own too) would not find it.
         """
-        todo = [run_id, *(h for h in self._unpublished if h != run_id)]
-        self._unpublished.clear()
-        left = self.index.index(todo)
+        left = self.index.index([run_id])
         if left:
-            log.info("mltrack-aim: runs %s not indexed yet (index busy); readers will index them", left)
-
-    def _publish_soon(self, run_id: str) -> None:
-        """Index a new or finished run within :data:`PUBLISH_DELAY` seconds, with whatever else is due.
-
-        Opening Aim's index for writing costs ~40 ms, as much as the rest of a short run:
-        a sweep of short runs then opens it about twice a second instead of twice a run.
-        mltrack's own reads index whatever is outdated first, so they see every run at once
-        either way; plain Aim readers (``query_runs``, ``aim up``) see it within the delay,
-        and every pending run is indexed when the backend closes (the session ends).
-        """
-        if self.repo.is_remote_repo:
-            self._publish(run_id)
-            return
-        self._unpublished.add(run_id)
-        if self._publish_timer is None:
-            timer = threading.Timer(PUBLISH_DELAY, self._publish_pending)
-            timer.daemon = True
-            self._publish_timer = timer
-            timer.start()
-
-    def _publish_pending(self) -> None:
-        with self._lock:
-            self._publish_timer = None
-            pending = [h for h in self._unpublished if h in self._runs or h in self.index.all_runs()]
-            self._unpublished.clear()
-            if pending:
-                try:
-                    left = self.index.index(pending)
-                except Exception as exc:  # a background pass: the next read or finish indexes them
-                    log.info("mltrack-aim: could not index new runs %s now: %s", pending, exc)
-                    return
-                if left:
-                    log.info(
-                        "mltrack-aim: runs %s not indexed yet (index busy); readers will index them", left
-                    )
+            log.info("mltrack-aim: run %s not indexed yet (index busy); readers will index it", left)
 
     def _wait_remote(self) -> None:
         # Remote writes go through a client-side queue; a hook must return only once stored.
@@ -223,7 +184,7 @@ class AimBackend:
             }
             aim_run.set_artifacts_uri(self._artifacts_dir.as_uri())
             self._wait_remote()
-            self._publish_soon(run.id)
+            self._publish(run.id)
 
     @hookimpl
     def mltrack_log_metrics(self, run_id: str, batch: MetricBatch) -> None:
@@ -279,7 +240,7 @@ class AimBackend:
             run[MLTRACK_KEY, "end_time"] = end_time.timestamp()
             run[MLTRACK_KEY, "status"] = ExperimentStatus(status).value
             self._release(run_id)  # close(): Aim's end_time, locks released, remote queue drained
-            self._publish_soon(run_id)
+            self._publish(run_id)
 
     @hookimpl
     def mltrack_resume_run(self, run_id: str) -> None:
@@ -301,7 +262,6 @@ class AimBackend:
         """Delete the run's data, its index entry and its artifact files."""
         with self._lock:
             self._release(run_id)
-            self._unpublished.discard(run_id)
             drop_read_snapshots(self.repo, [run_id])
             gc.collect()
             if run_id in self.index.all_runs():
@@ -536,15 +496,8 @@ class AimBackend:
         return HealthStatus(not issues, tuple(issues), backend="aim", details=details)
 
     def close(self) -> None:
-        """Close every run still open here (their data is already stored), and index new ones."""
+        """Close every run still open here (their data is already stored)."""
         with self._lock:
-            timer, self._publish_timer = self._publish_timer, None
-            if timer is not None:
-                timer.cancel()
-            if self._unpublished:
-                with contextlib.suppress(Exception):
-                    self.index.index(sorted(self._unpublished))
-                self._unpublished.clear()
             for run_id in list(self._runs):
                 with contextlib.suppress(Exception):
                     self._release(run_id)
@@ -570,6 +523,3 @@ def _aim_params(value: Any) -> Any:
 
 
 AIM_UI_PORT = 43800
-
-PUBLISH_DELAY = 0.5
-"""Seconds within which a new or finished run is indexed for plain Aim readers."""

@@ -816,7 +816,10 @@ def _trace_infos(run: Any, wanted: set[str] | None) -> list[tuple[int, str, dict
     """``(context index, name, metadata)`` of the run's sequences (all, or those named ``wanted``)."""
     traces = run.meta_run_tree.subtree("traces")
     if wanted is None:
-        everything = traces.collect()
+        try:
+            everything = traces.collect()
+        except KeyError:  # a run that has logged no metric yet has no "traces" (Aim: "No key () is present")
+            return []
         return [
             (ctx_idx, name, info)
             for ctx_idx, by_name in everything.items()

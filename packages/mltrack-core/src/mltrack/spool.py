@@ -387,7 +387,7 @@ class Spool:
 
 
 class AckingSink:
-    """A sink that records in the spool's ack file each operation every backend stored.
+    """A sink that records in the spool's ack file each operation the primary backend stored.
 
     Wraps the :class:`HookSink` that calls the backends (in the writer process, or in the
     trainer's writer thread). An operation a store did not take (down past the retry window,
@@ -432,7 +432,9 @@ class AckingSink:
         self.inner.deliver(op)
         if not op.seq:
             return
-        if self.inner.delivered_all:
+        if not self.inner.primary_failed:
+            # Stored by the primary. A fan-out secondary that missed it is counted and the run
+            # tagged, as before the spool: a broken secondary must not hold the primary's data.
             self.acks.add((op.seq,))
         else:
             self._hold(op)
@@ -666,7 +668,7 @@ def recover(path: Path, *, config: Any = None) -> tuple[int, int, list[str]]:
         crashed: list[str] = []
         if contents.todo or contents.open:
             stats = WriterStats()
-            backends = get_plugin_host().activate(target, tolerate_secondary=False)
+            backends = get_plugin_host().activate(target, tolerate_secondary=True)
             try:
                 sink = HookSink(
                     backends.backend_targets,
@@ -680,7 +682,7 @@ def recover(path: Path, *, config: Any = None) -> tuple[int, int, list[str]]:
                 try:
                     for seq, op in contents.todo:
                         sink.deliver(op)
-                        if not sink.delivered_all:
+                        if sink.primary_failed:  # a secondary's miss is counted and logged, as in a run
                             raise BackendError(
                                 f"{path}: the store did not take operation {seq} ({op.hook}): "
                                 f"{stats.last_error}; {len(contents.todo) - delivered} operations kept"
@@ -700,7 +702,7 @@ def recover(path: Path, *, config: Any = None) -> tuple[int, int, list[str]]:
                     for run_id in list(contents.open):
                         finals = contents.finals.get(run_id, {})
                         sink.deliver(crashed_op(run_id, finals, now))
-                        if not sink.delivered_all:
+                        if sink.primary_failed:  # a secondary's miss is counted and logged, as in a run
                             raise BackendError(
                                 f"{path}: could not mark run {run_id} crashed: {stats.last_error}"
                             )

@@ -219,6 +219,11 @@ class HookSink:
         self._down: set[str] = set()  # targets that stayed unreachable for a whole retry window
         self.delivered_all = True
         """Whether every backend took the last operation (an observer's failure loses no stored data)."""
+        self.primary_failed = False
+        """Whether the primary backend (the first) did not take the last operation for a reason
+        that may pass (unreachable, hung, disk full, never started): the spool then keeps it
+        waiting. A refusal that will not pass (a path that is a file, a bad value) is counted."""
+        self._passing: dict[str, bool] = {}  # target -> whether its last failure may pass
 
     def _call(self, target: Any, op: Op) -> None:
         if self._timeout is None:
@@ -252,22 +257,28 @@ class HookSink:
                 continue
             if not self._deliver_to(target, op):
                 failures.append(target.name)
-        self.delivered_all = not any(getattr(t, "is_backend", True) for t in targets if t.name in failures)
+        backends = [t.name for t in targets if getattr(t, "is_backend", True)]
+        self.delivered_all = not any(name in failures for name in backends)
+        self.primary_failed = (
+            bool(backends) and backends[0] in failures and self._passing.get(backends[0], True)
+        )
         if self._counts_points and self.delivered_all:
             self._stats.points_delivered += op.points
 
     def redeliver(self, op: Op) -> bool:
-        """Deliver again an operation a backend did not take before: True once every backend took it.
+        """Deliver again an operation the primary backend did not take: True once it took it.
 
         A retry that fails again is not counted as a new failure; one that succeeds takes
         back the run's count of missing points (the run is then not tagged as missing them).
+        A fan-out secondary that misses it again stays counted from its first miss, as any
+        secondary's miss is: it does not hold the primary's data back.
         """
         stats = self._stats
         before = (stats.points_undelivered, stats.write_errors, dict(stats.errors_by_target))
         by_run = dict(self._undelivered_by_run)
         self.deliver(op)
         stats.points_undelivered, stats.write_errors, stats.errors_by_target = before
-        if not self.delivered_all:
+        if self.primary_failed:
             self._undelivered_by_run = by_run
             return False
         run_id = op.kwargs.get("run_id")
@@ -320,6 +331,8 @@ class HookSink:
                 attempt += 1
 
     def _record_failure(self, target: Any, op: Op, exc: Exception, quiet: bool = False) -> None:
+        never_started = getattr(target, "broken", None) is not None
+        self._passing[target.name] = never_started or isinstance(exc, HookTimeout) or _connection_error(exc)
         stats = self._stats
         stats.write_errors += 1
         if getattr(target, "is_backend", True):  # an observer's failure loses no stored data
