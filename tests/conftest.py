@@ -69,6 +69,9 @@ def _clean_mltrack_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(var, raising=False)
     # Each test its own spool folder (a test that kills a trainer leaves its spool there).
     monkeypatch.setenv("MLTRACK_SPOOL_DIR", tempfile.mkdtemp(prefix="t-", dir=SPOOL_ROOT))
+    # No system metrics in runs that count their series (a loaded machine reached the 10 s
+    # interval some times); tests/system/conftest.py turns them back on there.
+    monkeypatch.setenv("MLTRACK_SYSTEM_METRICS", "0")
     yield
     from mltrack import config, factory, plugins
 

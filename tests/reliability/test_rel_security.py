@@ -141,12 +141,35 @@ def test_no_mltrack_code_unpickles_stored_data() -> None:
     """The only unpickling in mltrack reads a pipe from its own parent process, never anything stored.
 
     The writer process reads its trainer's pipe; mltrack-redis's publisher process reads its
-    trainer's pipe (what it receives from Redis is JSON).
+    trainer's pipe (what it receives from Redis is JSON); the spool reads files this user wrote
+    in a folder only this user may write to (checked below).
     """
     assert _unpickling_calls() == {
         ("mltrack-core/src/mltrack/_writer_process.py", "pickle.loads"),
         ("mltrack-redis/src/mltrack_redis/_process.py", "pickle.loads"),
+        ("mltrack-core/src/mltrack/spool.py", "pickle.loads"),
     }
+
+
+def test_a_spool_planted_by_another_user_or_in_a_shared_folder_is_never_unpickled(tmp_path: Path) -> None:
+    from mltrack.spool import encode_record, pending_spools, read_records
+
+    if os.geteuid() != 0:
+        pytest.skip("planting another user's file needs root")
+    marker = tmp_path / "UNPICKLED"
+    folder = tmp_path / "spool"
+    folder.mkdir(mode=0o700)
+    planted = folder / "20260101T000000-1-deadbeef.spool"
+    planted.write_bytes(encode_record({"format": 1}) + encode_record((1, _Canary(str(marker)))))
+    os.chown(planted, 12345, 12345)  # another user's file (the suite runs as root in CI)
+    with pytest.raises(PermissionError, match="not to this user"):
+        read_records(planted)
+    assert pending_spools(folder) == []
+    os.chown(planted, os.geteuid(), os.getegid())
+    folder.chmod(0o777)  # a folder anyone may write to
+    with pytest.raises(PermissionError, match="other users"):
+        read_records(planted)
+    assert not marker.exists()
 
 
 class _Canary:

@@ -93,12 +93,26 @@ def encode_record(obj: object) -> bytes:
     return _RECORD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+def _check_private(path: Path) -> None:
+    """Refuse a spool file another user owns, or one in a folder others may write to."""
+    uid = os.geteuid()
+    for what in (path, path.parent):
+        info = what.stat()
+        if info.st_uid != uid:
+            raise PermissionError(f"{what} belongs to uid {info.st_uid}, not to this user: not read")
+    if path.parent.stat().st_mode & 0o022:
+        raise PermissionError(f"{path.parent} may be written by other users: its spools are not read")
+
+
 def read_records(path: Path | str) -> tuple[list[Any], int]:
     """Every intact record of a spool file, in order, and how many bytes at its end were not.
 
     Reading stops at a torn record (the writer was killed while appending) or at one whose
     checksum does not match (the length cannot be trusted either): what follows is ignored.
+    Records are pickles, so only a file this user owns, in a folder no one else may write to,
+    is read (:class:`PermissionError` otherwise): a spool planted in a shared folder is never loaded.
     """
+    _check_private(Path(path))
     data = Path(path).read_bytes()
     out: list[Any] = []
     pos = 0
