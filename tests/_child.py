@@ -19,7 +19,8 @@ def child_env(extra: dict[str, str] | None = None, *, clean: bool = False) -> di
         env = {
             k: v
             for k, v in env.items()
-            if not k.startswith(("ML_", "MLTRACK_", "AIM_REPO")) or k == "MLTRACK_SPOOL_DIR"
+            if not k.startswith(("ML_", "MLTRACK_", "AIM_REPO"))
+            or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
         }
     env.update(extra or {})
     return env

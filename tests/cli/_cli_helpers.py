@@ -18,7 +18,8 @@ def run_mltrack(*args: str, input: str | None = None, **env: str) -> subprocess.
     full_env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
+        or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     full_env.update(COLUMNS="160", MLFLOW_DISABLE_TELEMETRY="true")
     full_env.update(env)

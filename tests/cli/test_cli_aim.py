@@ -179,7 +179,8 @@ def test_ui_starts_aims_ui_on_loopback_and_stops_it_with_its_children(runs) -> N
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_", "AIM_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_", "AIM_"))
+        or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     env.update(ML_TRACKING_BACKEND="aim", AIM_REPO_PATH=str(runs.repo))
     port = free_port()

@@ -199,7 +199,8 @@ def read_only_repo(tmp_path: Path) -> Iterator[Path]:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("ML_", "MLTRACK_", "AIM_")) or k == "MLTRACK_SPOOL_DIR"
+            if not k.startswith(("ML_", "MLTRACK_", "AIM_"))
+            or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
         }
         env.update(ML_TRACKING_BACKEND="aim", ML_STORAGE_PATH=str(point))
         subprocess.run([sys.executable, "-c", record], check=True, env=env, timeout=300)

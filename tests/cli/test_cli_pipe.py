@@ -33,7 +33,8 @@ def _env(repo: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
+        or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     return {**env, "ML_TRACKING_BACKEND": "aim", "AIM_REPO_PATH": str(repo)}
 

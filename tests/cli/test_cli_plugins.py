@@ -84,7 +84,8 @@ def _mltrack(
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
+        or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     env.update(
         PYTHONPATH=str(site),

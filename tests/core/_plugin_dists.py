@@ -113,7 +113,7 @@ def run_py(plugin_path: Path, code: str, **env: str) -> subprocess.CompletedProc
     full_env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     full_env["PYTHONPATH"] = str(plugin_path)
     full_env.setdefault("MLTRACK_LOAD_PLUGINS", "filelog,broken,memory")

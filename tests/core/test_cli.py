@@ -15,7 +15,7 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     full_env.update(env)
     return subprocess.run([MLTRACK, *args], capture_output=True, text=True, env=full_env)

@@ -43,7 +43,7 @@ def _run_suite(backend: str, basetemp: Path) -> SuiteRun:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     env["MLTRACK_MUTANT"] = backend
     proc = subprocess.run(

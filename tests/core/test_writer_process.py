@@ -69,7 +69,7 @@ def test_sigkilled_trainer_loses_nothing_older_than_the_flush_interval_and_reads
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     env.update(
         PYTHONPATH=str(plugin_path),
@@ -122,7 +122,7 @@ def test_sigterm_stores_everything_and_finishes_the_run_interrupted(
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     env.update(
         PYTHONPATH=str(plugin_path),

@@ -51,7 +51,7 @@ def test_mltrack_ls_lists_tensorboards_own_runs_beside_mltracks(tb_dir: Path) ->
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     env.update(ML_TRACKING_BACKEND="tensorboard", ML_STORAGE_PATH=str(tb_dir))
     listed = subprocess.run(

@@ -51,7 +51,8 @@ def test_sb3_callback_fans_out_to_aim_and_tensorboard(tmp_path: Path, aim_repo: 
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_", "AIM_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_", "AIM_"))
+        or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     env.update(
         ML_TRACKING_BACKEND="aim,tensorboard", AIM_REPO_PATH=str(aim_repo), ML_STORAGE_PATH=str(tb_dir)

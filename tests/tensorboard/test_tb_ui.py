@@ -27,7 +27,7 @@ def test_mltrack_ui_serves_the_log_folder_with_tensorboard(tb_config: TrackingCo
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k == "MLTRACK_SPOOL_DIR"
+        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
     }
     env.update(ML_TRACKING_BACKEND="tensorboard", ML_STORAGE_PATH=str(tb_dir))
     port = free_port()
