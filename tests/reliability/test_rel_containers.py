@@ -45,6 +45,15 @@ print(json.dumps(repo.get_experiment_sync({run_id!r}).status.value))
 """
 
 
+def _readable(backend: str, store: str, run_id: str) -> bool:
+    """Whether the store holds the run yet (its writer has created both)."""
+    try:
+        _status(backend, store, run_id)
+    except AssertionError:
+        return False
+    return True
+
+
 def _status(backend: str, store: str, run_id: str) -> str:
     return str(run_python(STATUS.format(backend=backend, path=store, run_id=run_id)))
 
@@ -67,6 +76,9 @@ def test_contained_trainer_reads_running_while_alive_and_crashed_once_killed(
         run_id, inner_pid = container.stdout.readline().split()
         assert inner_pid == "1"  # the trainer is the container's first process
         time.sleep(1.5)  # its writer process is up and writing
+        up_by = time.monotonic() + 60  # a loaded machine takes seconds to make a new store
+        while not _readable(backend, store, run_id) and time.monotonic() < up_by:
+            time.sleep(0.5)
         assert _status(backend, store, run_id) == "running"  # judged alive from the host
         # Kill the container: its first process dies, the kernel ends every other one with it.
         trainer = psutil.Process(container.pid).children()[0]
