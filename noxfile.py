@@ -24,6 +24,7 @@ TEST_TOOLS = [
     "pytest>=8",
     "hypothesis>=6.100",
     "pytest-timeout>=2.3",
+    "pytest-xdist>=3.5",  # the CI suite mostly waits on servers and child processes: run it 3 at a time
     "numpy",
     "matplotlib",
     "pillow",
@@ -95,7 +96,22 @@ def tests(session: nox.Session) -> None:
     """The CI suite: unit, conformance, integration (real Aim, MLflow, SB3) and short reliability tests."""
     _install_project(session, *TEST_TOOLS)
     # --durations: every CI log names its slowest tests, which is where the 12-minute budget goes.
-    session.run("pytest", "-m", "not slow", "--timeout=600", "--durations=25", *session.posargs)
+    # Three at a time (pytest-xdist): the tests mostly wait on servers and child processes (one at a
+    # time the 2-core machine stayed at load ~1.3). tests/conftest.py groups each module (each test
+    # class) on one worker, so module fixtures start once, and tests/cluster shares one cluster.
+    # `nox -s tests -- -n 0` runs them one at a time.
+    session.run(
+        "pytest",
+        "-m",
+        "not slow",
+        "--timeout=600",
+        "--durations=25",
+        "-n",
+        "3",
+        "--dist",
+        "loadgroup",
+        *session.posargs,
+    )
 
 
 @nox.session

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,53 @@ os.environ["MLTRACK_SPOOL_DIR"] = str(SPOOL_ROOT / "session")
 # Fixtures wider than a test (module, session) record runs before the per-test clean-up below:
 # no system metrics sampled into them (a slow machine would add `system/*` series some times).
 os.environ["MLTRACK_SYSTEM_METRICS"] = "0"
+
+
+# Scopes that take a minute or more (a cluster, the mutant suite runs, server restarts, 32 writers
+# into one aim server): handed out first under pytest-xdist, so none starts last and runs alone.
+_LONG_SCOPES = (
+    "tests/cluster",
+    "tests/core/test_conformance_catches_bugs.py",
+    "tests/reliability/test_rel_concurrency.py",
+    "tests/reliability/test_rel_server_faults.py",
+    "tests/aim/test_conformance.py::TestAimServer",
+    "tests/mlflow/test_mlflow_conformance.py::TestMlflowSqlite",
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` (``nox -s tests``), tests/cluster one scope, the long scopes handed out first.
+
+    loadscope keeps a module (a test class) on one worker, so module fixtures (an ``aim server``,
+    a trained model, the mutant suite runs) start once, and the suite starts one cluster.
+    (pytest-xdist's xdist_group marks are lost under pytest 9, which no longer takes a changed node id.)
+    """
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _Scopes(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/cluster/"):
+                return "tests/cluster"
+            return str(super()._split_scope(nodeid))
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not getattr(self, "_long_first", False):  # the first hand-out: reorder the queue once
+                self._long_first = True
+
+                def rank(item: tuple[str, dict[str, bool]]) -> tuple[int, int]:
+                    scope, tests = item
+                    long = _LONG_SCOPES.index(scope) if scope in _LONG_SCOPES else len(_LONG_SCOPES)
+                    return long, -len(tests)  # then the scopes with most tests, as loadscope does
+
+                ordered = sorted(self.workqueue.items(), key=rank)
+                self.workqueue.clear()
+                self.workqueue.update(ordered)
+            super()._assign_work_unit(node)
+
+    return _Scopes(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
