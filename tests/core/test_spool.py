@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from array import array
@@ -239,13 +240,25 @@ def test_points_a_full_store_refuses_wait_in_the_spool_and_arrive_once_space_ret
     repo.close()
 
 
-def test_points_still_refused_when_the_session_ends_are_delivered_by_recovery(tmp_path: Path) -> None:
+def test_points_still_refused_when_the_session_ends_are_delivered_by_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     disk = _Disk(_memory(tmp_path))
     writer, spool, stats = _spooled_writer(tmp_path, disk)
     _log_through_a_full_disk(writer, disk)
     writer.close()  # still full: what waits stays in the spool
     disk.backends.close()
     assert spool.path.exists() and stats.points_waiting == 500
+    # `mltrack show` says what the store does not hold yet (the store cannot: its disk is full).
+    monkeypatch.setenv("MLTRACK_SPOOL_DIR", str(spool.path.parent))
+    mltrack.configure_backend("memory", store=str(tmp_path / "store"))
+    shown = CliRunner().invoke(cli, ["show", "r1"])
+    assert shown.exit_code == 0, shown.output
+    assert f"waiting: 500 point(s) of this run in the local spool {spool.path}" in " ".join(
+        shown.output.split()
+    )
+    as_json = CliRunner().invoke(cli, ["show", "r1", "--json"])
+    assert json.loads(as_json.output)["points_waiting"] == {str(spool.path): 500}
     assert recover(spool.path) == (6, 500, [])  # space is back
     assert _stored_steps(_memory(tmp_path), "r1") == ("completed", list(range(1000)))
     repo = mltrack.open_repository(_memory(tmp_path))
@@ -253,6 +266,7 @@ def test_points_still_refused_when_the_session_ends_are_delivered_by_recovery(tm
     repo.close()
     assert "mltrack:spool-delivered-points=500" in tags
     assert not [t for t in tags if t.startswith("mltrack:undelivered")]
+    assert "waiting" not in CliRunner().invoke(cli, ["show", "r1"]).output  # all delivered now
 
 
 def test_offline_then_mltrack_sync_stores_the_same_history(

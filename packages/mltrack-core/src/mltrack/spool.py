@@ -57,7 +57,9 @@ __all__ = [
     "Spool",
     "SpoolOnlySink",
     "default_spool_dir",
+    "mentions",
     "pending_spools",
+    "points_waiting",
     "read_records",
     "recover",
     "sync_spools",
@@ -633,6 +635,37 @@ def _describe(path: Path, alive: bool) -> PendingSpool | None:
         open_runs=tuple(contents.open),
         torn_bytes=contents.torn,
     )
+
+
+def mentions(path: Path, text: str) -> bool:
+    """Whether the file holds ``text`` (ASCII) anywhere: the pickled records of a spool name their runs."""
+    import mmap
+
+    try:
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(text.encode()) >= 0
+    except (OSError, ValueError):  # gone meanwhile, or empty
+        return False
+
+
+def points_waiting(run_id: str, directory: Path | None = None) -> dict[Path, int]:
+    """Points of run ``run_id`` that spools on this machine hold and no store has taken yet, by file.
+
+    What ``mltrack show`` reports while a store refuses them (disk full, down past the retry
+    window) or after a kill, until the writer, the next process or ``mltrack sync`` delivers them.
+    """
+    out: dict[Path, int] = {}
+    for path in _spool_files(directory or default_spool_dir()):
+        if not mentions(path, run_id):
+            continue  # a byte search, far cheaper than reading the records
+        try:
+            contents = _Contents(path)
+        except OSError:  # gone meanwhile, or not this user's to read
+            continue
+        points = sum(op.points for _, op in contents.todo if op.kwargs.get("run_id") == run_id)
+        if points:
+            out[path] = points
+    return out
 
 
 def pending_spools(directory: Path | None = None) -> list[PendingSpool]:

@@ -66,17 +66,6 @@ def _run_id(run: RunRef) -> str:
     return run.id if isinstance(run, ExperimentRun) else run
 
 
-def _mentions(path: Path, text: str) -> bool:
-    """Whether the file holds ``text`` (ASCII) anywhere: the pickled records of a spool name their runs."""
-    import mmap
-
-    try:
-        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return data.find(text.encode()) >= 0
-    except (OSError, ValueError):  # gone meanwhile, or empty
-        return False
-
-
 def exit_status(code: object) -> tuple[ExperimentStatus, int | None]:
     """The status of a run ended by ``SystemExit(code)``, and the exit code the shell sees if not 0.
 
@@ -291,7 +280,7 @@ class TrackingSession:
             owner = path.name.split("-")[1] if path.name.count("-") >= 2 else ""
             if path == spool.path or not owner.isdigit() or WriterRecord(here, int(owner)).state() == "alive":
                 continue  # ours, or a live trainer's (its run reads RUNNING and is refused anyway)
-            if not _mentions(path, run_id):
+            if not spools.mentions(path, run_id):
                 continue  # a byte search, far cheaper than reading the spool's records
             pending = spools._describe(path, alive=False)
             if pending is None or pending.offline or not any(r.startswith(run_id) for r in pending.open_runs):

@@ -198,10 +198,15 @@ def show(run: str, patterns: tuple[str, ...], show_all: bool, as_json: bool) -> 
         )
     # A final metric of a series in a context is named "loss{subset=val}": match its name part.
     finals = {k: v for k, v in summary.final_metrics.items() if wanted(k.split("{", 1)[0])}
+    # Points a store has not taken yet (disk full, down, a killed trainer): the store cannot say so.
+    from mltrack.spool import points_waiting
+
+    waiting = points_waiting(summary.experiment_id)
     if as_json:
         echo_json(
             {
                 **summary_dict(summary),
+                "points_waiting": {str(path): points for path, points in waiting.items()},
                 "final_metrics": finals,
                 "metrics": stats,
                 "artifacts": [
@@ -230,6 +235,12 @@ def show(run: str, patterns: tuple[str, ...], show_all: bool, as_json: bool) -> 
     )
     if summary.tags:
         console.print(f"tags: {', '.join(summary.tags)}")
+    for path, points in waiting.items():
+        console.print(
+            f"[yellow]waiting: {points} point(s) of this run in the local spool {path}, not in the "
+            "store yet[/yellow] (delivered by its writer once the store takes them, else by `mltrack sync`)",
+            soft_wrap=True,
+        )
     if summary.config:
         console.print("\n[bold]config[/bold]")
         for key in sorted(summary.config):
