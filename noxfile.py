@@ -109,7 +109,7 @@ def tests(session: nox.Session) -> None:
         "-n",
         "3",
         "--dist",
-        "loadgroup",
+        "loadscope",
         *session.posargs,
     )
 
