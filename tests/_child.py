@@ -11,17 +11,18 @@ import textwrap
 import time
 from typing import Any
 
+SUITE_SETTINGS = ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
+"""What tests/conftest.py sets for every process of the suite: kept when other settings are stripped."""
+
+
+def env_without(prefixes: tuple[str, ...]) -> dict[str, str]:
+    """This process's environment without the variables starting with ``prefixes`` (the suite's own kept)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes) or k in SUITE_SETTINGS}
+
 
 def child_env(extra: dict[str, str] | None = None, *, clean: bool = False) -> dict[str, str]:
     """This process's environment (``clean``: without mltrack's own settings), plus ``extra``."""
-    env = dict(os.environ)
-    if clean:
-        env = {
-            k: v
-            for k, v in env.items()
-            if not k.startswith(("ML_", "MLTRACK_", "AIM_REPO"))
-            or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-        }
+    env = env_without(("ML_", "MLTRACK_", "AIM_REPO")) if clean else dict(os.environ)
     env.update(extra or {})
     return env
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from _child import env_without
 
 MLTRACK = str(Path(sys.executable).parent / "mltrack")
 
@@ -15,12 +16,7 @@ def run_mltrack(*args: str, input: str | None = None, **env: str) -> subprocess.
 
     Output is 160 columns wide unless ``COLUMNS`` says otherwise (``COLUMNS=""``: not set at all).
     """
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
-        or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    full_env = env_without(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
     full_env.update(COLUMNS="160", MLFLOW_DISABLE_TELEMETRY="true")
     full_env.update(env)
     full_env = {k: v for k, v in full_env.items() if v != ""}

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from _child import env_without
+
 pytest.importorskip("mltrack_aim")
 
 
@@ -176,12 +178,7 @@ def test_ui_starts_aims_ui_on_loopback_and_stops_it_with_its_children(runs) -> N
 
     from _cli_helpers import MLTRACK
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_", "AIM_"))
-        or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    env = env_without(("ML_", "MLTRACK_", "AIM_"))
     env.update(ML_TRACKING_BACKEND="aim", AIM_REPO_PATH=str(runs.repo))
     port = free_port()
     proc = subprocess.Popen(

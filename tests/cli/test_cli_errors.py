@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from _child import env_without
 from _cli_helpers import run_mltrack
 
 pytest.importorskip("mltrack_aim")
@@ -196,12 +196,7 @@ def read_only_repo(tmp_path: Path) -> Iterator[Path]:
             "with mltrack.start_run('ro') as run:\n"
             "    run.log_metric('reward', 1.0, step=0)\n"
         )
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("ML_", "MLTRACK_", "AIM_"))
-            or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-        }
+        env = env_without(("ML_", "MLTRACK_", "AIM_"))
         env.update(ML_TRACKING_BACKEND="aim", ML_STORAGE_PATH=str(point))
         subprocess.run([sys.executable, "-c", record], check=True, env=env, timeout=300)
         subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)

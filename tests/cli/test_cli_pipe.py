@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from _child import env_without
 from _cli_helpers import MLTRACK
 
 
@@ -30,12 +30,7 @@ def big_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def _env(repo: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
-        or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    env = env_without(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
     return {**env, "ML_TRACKING_BACKEND": "aim", "AIM_REPO_PATH": str(repo)}
 
 

@@ -7,13 +7,13 @@ Each plugin here is a real module with a real ``mltrack`` entry point: a distrib
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from _child import env_without
 from _cli_helpers import MLTRACK
 
 HELLO = '''
@@ -81,12 +81,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _mltrack(
     site: Path, imported: Path, *args: str, plugins: str, **extra: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
-        or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    env = env_without(("ML_", "MLTRACK_", "AIM_", "MLFLOW_"))
     env.update(
         PYTHONPATH=str(site),
         MLTRACK_LOAD_PLUGINS=plugins,

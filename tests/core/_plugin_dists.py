@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from _child import env_without
 
 GOOD_PLUGIN = '''
 """A store that appends every hook call to a JSON-lines file (the path comes from its options)."""
@@ -110,11 +111,7 @@ def build_plugins(root: Path) -> Path:
 
 
 def run_py(plugin_path: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    full_env = env_without(("ML_", "MLTRACK_"))
     full_env["PYTHONPATH"] = str(plugin_path)
     full_env.setdefault("MLTRACK_LOAD_PLUGINS", "filelog,broken,memory")
     full_env.update(env)

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from _child import env_without
 
 MLTRACK = str(Path(sys.executable).parent / "mltrack")
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    full_env = env_without(("ML_", "MLTRACK_"))
     full_env.update(env)
     return subprocess.run([MLTRACK, *args], capture_output=True, text=True, env=full_env)
 

@@ -18,6 +18,8 @@ import attrs
 import pytest
 from _mutants import MUTANTS
 
+from _child import env_without
+
 HERE = Path(__file__).parent
 SUITE = HERE / "_mutant_conformance.py"
 CONTROL = "memory"
@@ -40,11 +42,7 @@ class SuiteRun:
 
 
 def _run_suite(backend: str, basetemp: Path) -> SuiteRun:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    env = env_without(("ML_", "MLTRACK_"))
     env["MLTRACK_MUTANT"] = backend
     proc = subprocess.run(
         [

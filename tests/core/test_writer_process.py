@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from _child import env_without
 from _plugin_dists import run_py
 
 LOSS_WINDOW_S = 0.1  # the flush interval: points returned earlier than this before a kill are kept
@@ -66,11 +67,7 @@ def test_sigkilled_trainer_loses_nothing_older_than_the_flush_interval_and_reads
             time.sleep(0.0002)
         """
     )
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    env = env_without(("ML_", "MLTRACK_"))
     env.update(
         PYTHONPATH=str(plugin_path),
         MLTRACK_LOAD_PLUGINS="filelog",
@@ -119,11 +116,7 @@ def test_sigterm_stores_everything_and_finishes_the_run_interrupted(
                 step += 1
         """
     )
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    env = env_without(("ML_", "MLTRACK_"))
     env.update(
         PYTHONPATH=str(plugin_path),
         MLTRACK_LOAD_PLUGINS="filelog",

@@ -3,7 +3,6 @@ by ``mltrack ls``, and their scalars equal to what TensorBoard's ``EventAccumula
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 
 from mltrack.factory import open_repository
 from mltrack.models import ExperimentStatus
+
+from _child import env_without
 
 
 def _write_plain_run(folder: Path) -> None:
@@ -48,11 +49,7 @@ def test_a_summarywriter_run_reads_back_equal_to_event_accumulator(tb_dir: Path)
 
 def test_mltrack_ls_lists_tensorboards_own_runs_beside_mltracks(tb_dir: Path) -> None:
     _write_plain_run(tb_dir / "PPO_1")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    env = env_without(("ML_", "MLTRACK_"))
     env.update(ML_TRACKING_BACKEND="tensorboard", ML_STORAGE_PATH=str(tb_dir))
     listed = subprocess.run(
         [sys.executable, "-m", "mltrack", "ls"], capture_output=True, text=True, timeout=120, env=env

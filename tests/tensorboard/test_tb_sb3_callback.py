@@ -5,7 +5,6 @@ own reader with its hyperparameters."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,8 @@ from typing import Any
 
 from mltrack.factory import open_repository
 from mltrack.models import ExperimentStatus, MetricSeries
+
+from _child import env_without
 
 TRAIN = """
 import torch
@@ -48,12 +49,7 @@ def _plain(series: list[MetricSeries]) -> list[tuple[Any, ...]]:
 
 def test_sb3_callback_fans_out_to_aim_and_tensorboard(tmp_path: Path, aim_repo: Path) -> None:
     tb_dir = tmp_path / "tb_logs"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_", "AIM_"))
-        or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    env = env_without(("ML_", "MLTRACK_", "AIM_"))
     env.update(
         ML_TRACKING_BACKEND="aim,tensorboard", AIM_REPO_PATH=str(aim_repo), ML_STORAGE_PATH=str(tb_dir)
     )

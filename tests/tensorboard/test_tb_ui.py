@@ -16,6 +16,8 @@ from mltrack.factory import build_session
 from mltrack.plugins import get_plugin_host
 from mltrack.servers import free_port
 
+from _child import env_without
+
 
 def test_mltrack_ui_serves_the_log_folder_with_tensorboard(tb_config: TrackingConfig, tb_dir: Path) -> None:
     host = get_plugin_host()
@@ -24,11 +26,7 @@ def test_mltrack_ui_serves_the_log_folder_with_tensorboard(tb_config: TrackingCo
     session.log_metric(run, "loss", 0.5, step=1)
     session.close()
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ML_", "MLTRACK_")) or k in ("MLTRACK_SPOOL_DIR", "MLTRACK_SYSTEM_METRICS")
-    }
+    env = env_without(("ML_", "MLTRACK_"))
     env.update(ML_TRACKING_BACKEND="tensorboard", ML_STORAGE_PATH=str(tb_dir))
     port = free_port()
     proc = subprocess.Popen(
