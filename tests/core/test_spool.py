@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
 import time
 from array import array
 from datetime import datetime, timezone
@@ -108,6 +110,24 @@ def test_recovery_delivers_only_what_was_not_acknowledged_and_marks_the_run_cras
     assert recover(spool.path) == (1, 100, ["r1"])
     assert _stored_steps(config, "r1") == ("crashed", list(range(200)))
     assert not list(spool.path.parent.iterdir())  # delivered: the files are gone
+
+
+def test_recovery_waits_for_a_lock_another_process_holds_a_moment(tmp_path: Path) -> None:
+    """A writer whose trainer died recovers the spool while, say, a reader scans it (seen in CI:
+    the scan's lock made the writer give up, and the run never got its CRASHED exit)."""
+    config = _memory(tmp_path)
+    spool = Spool(tmp_path / "spool", config, max_bytes=10**9)
+    run = ExperimentRun(id="r1", experiment_name="e", config={})
+    spool.append([(1, Op("mltrack_create_run", {"run": run})), (2, _batch("r1", 0, 10))])
+    os.close(spool._fd)  # the trainer dies
+    os.close(spool._lock_fd)  # type: ignore[arg-type]
+    scanner = os.open(spool.lock_path, os.O_RDWR)
+    fcntl.flock(scanner, fcntl.LOCK_EX)  # another process's scan, caught mid-probe
+    with pytest.raises(RuntimeError, match="still running"):
+        recover(spool.path)
+    threading.Timer(0.3, os.close, (scanner,)).start()
+    assert recover(spool.path, wait=10) == (2, 10, ["r1"])
+    assert _stored_steps(config, "r1") == ("crashed", list(range(10)))
 
 
 def test_a_resumed_run_whose_trainer_dies_is_delivered_and_marked_crashed(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ reads every point stored before the kill.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,4 +64,10 @@ def test_sigkilled_trainer_reads_crashed_and_wandb_still_reads_its_points(
     assert native_steps == got["steps"]
     assert f"run-{run_id}.wandb" in sync_dry_run(wandb_root)  # `wandb sync` would upload it
     if writer == "process":  # finished by mltrack's writer process: exit code 137, as after SIGKILL
-        assert native["exit_code"] == 137 and native["state"] != "finished"
+        assert native["exit_code"] == 137 and native["state"] != "finished", (native, _stderr(child))
+
+
+def _stderr(child: subprocess.Popen[str]) -> str:
+    """What the trainer and its writer process wrote to stderr (the writer's log), once both ended."""
+    assert child.stderr is not None
+    return child.stderr.read()[-5000:]

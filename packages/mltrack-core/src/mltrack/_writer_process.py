@@ -74,6 +74,8 @@ def _stats_dict(stats: WriterStats) -> dict[str, Any]:
 
 MAX_RESTARTS = 10
 """Writers in a row that die before storing anything, after which the trainer gives up (a crash loop)."""
+RECOVER_WAIT = 30.0
+"""Seconds a writer whose trainer died waits for the spool's lock (held by another process's scan)."""
 _COUNTS = ("points_delivered", "points_undelivered", "write_errors", "retries", "points_waiting")
 
 
@@ -510,7 +512,9 @@ def _recover_spool(path: str) -> None:
     from mltrack.spool import recover
 
     try:
-        recover(Path(path))
+        # Another mltrack process scanning the spools holds its lock for a moment (and one
+        # recovering it, until done): wait for it rather than leave the runs unfinished.
+        recover(Path(path), wait=RECOVER_WAIT)
     except Exception as exc:  # the next mltrack process or `mltrack sync` tries again
         log.error("mltrack: could not deliver the spool %s (its runs read CRASHED once it is): %s", path, exc)
 

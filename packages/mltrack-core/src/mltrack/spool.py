@@ -683,10 +683,11 @@ def pending_spools(directory: Path | None = None) -> list[PendingSpool]:
     return out
 
 
-def recover(path: Path, *, config: Any = None) -> tuple[int, int, list[str]]:
+def recover(path: Path, *, config: Any = None, wait: float = 0.0) -> tuple[int, int, list[str]]:
     """Deliver what one spool holds whose owners are gone; returns (operations, points, runs crashed).
 
-    Runs under the spool's lock (taken exclusively, so owners and other recoveries keep out).
+    Runs under the spool's lock (taken exclusively, so owners and other recoveries keep out;
+    ``wait`` seconds are given to whoever holds it, as another process's scan does for a moment).
     Operations not acknowledged are delivered in order into the stores the spool was written
     for (``config`` overrides them); a run created and never finished is then marked CRASHED
     with the last values logged; then the files are deleted. Raises :class:`RuntimeError` if an
@@ -698,6 +699,10 @@ def recover(path: Path, *, config: Any = None) -> tuple[int, int, list[str]]:
 
     ack_path, lock_path = _paths(path)
     fd = _lock(lock_path, exclusive=True)
+    deadline = time.monotonic() + wait
+    while fd is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        fd = _lock(lock_path, exclusive=True)
     if fd is None:
         raise RuntimeError(f"{path}: its trainer or writer process is still running")
     try:
