@@ -10,6 +10,11 @@ import sys
 import textwrap
 import time
 
+import pytest
+
+from mltrack.errors import BackendError
+from mltrack.servers import ServerProcess, start_server
+
 _STARTER = textwrap.dedent(
     """
     import sys
@@ -61,3 +66,21 @@ def test_a_server_dies_with_its_starter_when_the_starter_is_killed() -> None:
     finally:
         if _group_alive(pgid):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def test_a_port_another_process_listens_on_is_refused_not_probed() -> None:
+    """Else the probe is answered by the other process and clients talk to the wrong server
+    (a port handed out again while a test's server was down for a restart)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(BackendError, match=f"another process already listens on 127.0.0.1:{port}"):
+            start_server(
+                [sys.executable, "-c", "import time; time.sleep(60)"],
+                name="test server",
+                url=f"http://127.0.0.1:{port}",
+                probe="/",
+                wrap=ServerProcess,
+                timeout=5,
+            )

@@ -79,7 +79,10 @@ def _restart_mid_run(
             raise AssertionError(f"the trainer hung after the server restart: {err[-3000:]}") from None
         assert child.returncode == 0, err[-3000:]
         said = json.loads(out.strip().splitlines()[-1])
-        got = read_run(server.address, run_id)
+        try:
+            got = read_run(server.address, run_id)
+        except AssertionError as exc:  # what the trainer and its writer said tells why
+            raise AssertionError(f"{exc}\ntrainer said: {said}\ntrainer's stderr: {err[-4000:]}") from None
     finally:
         server.stop()
     undelivered = (said["writer"] or {}).get("points_undelivered", 0)

@@ -22,10 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from mltrack.errors import BackendError
 
-__all__ = ["ServerProcess", "free_port", "group_alive", "http_ok", "port_free", "start_server"]
+__all__ = ["ServerProcess", "free_port", "group_alive", "http_ok", "listening", "port_free", "start_server"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -43,6 +44,15 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def listening(host: str, port: int) -> bool:
+    """True if a process accepts connections on ``host``:``port`` (a port merely in TIME_WAIT is not)."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -135,6 +145,12 @@ def start_server(
     to return. Raises :class:`BackendError` with the server's output if it
     exits or does not answer within ``timeout`` seconds; it is stopped then.
     """
+    where = urlsplit(url)
+    if where.hostname and where.port and listening(where.hostname, where.port):
+        # Its probe would be answered by whoever holds the port, not by the server started here.
+        raise BackendError(
+            f"{name}: another process already listens on {where.hostname}:{where.port}; choose another port"
+        )
     fd, log_name = tempfile.mkstemp(prefix="mltrack-server-", suffix=".log")
     os.close(fd)
     log_path = Path(log_name)
