@@ -36,10 +36,6 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from mlflow.entities import RunStatus, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.version import VERSION as MLFLOW_VERSION
-
 from mltrack.config import BackendConfig
 from mltrack.errors import BackendError, RunNotFoundError
 from mltrack.hookspecs import hookimpl
@@ -67,7 +63,7 @@ from mltrack_mlflow.internals import sqlalchemy_store_class
 from mltrack_mlflow.processes import start_mlflow_ui
 from mltrack_mlflow.reads import description, key_names, latest, read_history, sha256, user, utc, walk
 from mltrack_mlflow.settings import MlflowSettings, require_store, storage_problems
-from mltrack_mlflow.store import SEARCH_PAGE, OpenRun, StoreAccess
+from mltrack_mlflow.store import SEARCH_PAGE, OpenRun, StoreAccess, run_tags
 
 __all__ = ["MlflowBackend", "sqlalchemy_store_class"]
 
@@ -75,6 +71,13 @@ log = logging.getLogger("mltrack.mlflow")
 
 MLFLOW_UI_PORT = 5000
 _SAFE_FILTER_VALUE = re.compile(r"^[^'`\\\"]*$")
+
+
+def _mlflow_status(status: ExperimentStatus) -> Any:
+    """MLflow's RunStatus value of an mltrack status (imports mlflow: writes only)."""
+    from mlflow.entities import RunStatus
+
+    return RunStatus.from_string(m.to_mlflow_status(status))
 
 
 class MlflowBackend:
@@ -153,6 +156,7 @@ class MlflowBackend:
             for tag in run.tags:
                 tags[m.tag_key(tag)] = tag
             config_tags = m.split_json_tags(m.CONFIG_TAG, run.config)
+
             if len(config_tags) == 1:  # the common case: everything in one call
                 tags.update(config_tags)
                 config_tags = {}
@@ -160,12 +164,14 @@ class MlflowBackend:
                 self.store.create_run,
                 user_id=user(),
                 start_time=ms(run.start_time),
-                tags=[RunTag(k, v) for k, v in tags.items()],
+                tags=run_tags(tags),
                 run_name=run.run_name,
             )
             try:
                 created = create(experiment_id=experiment_id)
-            except MlflowException:  # the experiment was deleted meanwhile: make it again
+            except Exception as exc:  # the experiment was deleted meanwhile: make it again
+                if not internals.mlflow_error(exc):
+                    raise
                 self.access.experiments.pop(run.experiment_name, None)
                 created = create(experiment_id=self.access.experiment_id(run.experiment_name))
             state = OpenRun(
@@ -251,9 +257,7 @@ class MlflowBackend:
         tags = m.split_json_tags(m.FINAL_METRICS_TAG, finals)
         tags[m.STATUS_TAG] = status.value
         self._log_tags(mlflow_id, tags)
-        self.store.update_run_info(
-            mlflow_id, RunStatus.from_string(m.to_mlflow_status(status)), ms(end_time), None
-        )
+        self.store.update_run_info(mlflow_id, _mlflow_status(status), ms(end_time), None)
 
     @hookimpl
     def mltrack_resume_run(self, run_id: str) -> None:
@@ -267,12 +271,7 @@ class MlflowBackend:
             self._log_tags(
                 state.mlflow_id, {m.STATUS_TAG: ExperimentStatus.RUNNING.value, m.WRITER_TAG: WRITER}
             )
-            self.store.update_run_info(
-                state.mlflow_id,
-                RunStatus.from_string(m.to_mlflow_status(ExperimentStatus.RUNNING)),
-                None,
-                None,
-            )
+            self.store.update_run_info(state.mlflow_id, _mlflow_status(ExperimentStatus.RUNNING), None, None)
 
     @hookimpl
     def mltrack_delete_run(self, run_id: str) -> None:
@@ -324,7 +323,7 @@ class MlflowBackend:
         experiment = experiments.get(str(info.experiment_id))
         if experiment is None:
             with contextlib.suppress(Exception):
-                experiment = self.store.get_experiment(info.experiment_id).name
+                experiment = self.access.reads.get_experiment(info.experiment_id).name
         start = utc(info.start_time) or datetime.now(timezone.utc)
         return ExperimentSummary(
             experiment_id=run_id,
@@ -499,7 +498,7 @@ class MlflowBackend:
         uri = self.settings.tracking_uri
         details: dict[str, Any] = {
             "tracking_uri": uri,
-            "mlflow_version": MLFLOW_VERSION,
+            "mlflow_version": internals.mlflow_version(),
             "mlflow_internals_verified": internals.verified(),
             "artifacts_dir": str(self._artifacts_dir),
             "open_runs": len(self._open),

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from mlflow.entities import Metric
-
 from mltrack.models import MetricBatch, to_plain
 from mltrack_mlflow import internals
 from mltrack_mlflow import mapping as m
@@ -56,6 +54,8 @@ def write_points(store: Any, mlflow_id: str, points: Sequence[Point], *, bulk: b
     if bulk:
         internals.insert_points(store, mlflow_id, points)
         return
+    from mlflow.entities import Metric
+
     for chunk in chunks(points, MAX_METRICS_PER_CALL):
         metrics = [Metric(key, value, ts, step) for key, value, ts, step in chunk]
         store.log_batch(mlflow_id, metrics=metrics, params=[], tags=[])

@@ -33,8 +33,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mlflow.exceptions import MlflowException
-
 from mltrack.errors import BackendError, RunNotFoundError
 from mltrack.settings import env
 from mltrack_mlflow import mapping as m
@@ -47,6 +45,7 @@ __all__ = [
     "expected_tables",
     "hard_delete_run",
     "insert_points",
+    "mlflow_error",
     "mlflow_version",
     "open_store",
     "read_points",
@@ -123,6 +122,19 @@ def bulk_reads() -> bool:
 # --- the error translation ------------------------------------------------------------------
 
 
+def mlflow_error(exc: BaseException) -> bool:
+    """True if MLflow's store raised ``exc`` (an ``MlflowException``, or the REST reader's twin).
+
+    Checked without importing mlflow: if it was never imported, nothing of it raised.
+    """
+    from mltrack_mlflow.rest import RestError
+
+    if isinstance(exc, RestError):
+        return True
+    exceptions = sys.modules.get("mlflow.exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.MlflowException)
+
+
 @contextlib.contextmanager
 def translate(what: str, store: str) -> Iterator[None]:
     """Turn MLflow's (and SQLAlchemy's) exceptions into mltrack's typed errors naming the store."""
@@ -130,11 +142,12 @@ def translate(what: str, store: str) -> Iterator[None]:
         yield
     except (BackendError, RunNotFoundError):
         raise
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise RunNotFoundError(f"mlflow backend: {what} ({store}): {exc.message}") from exc
-        raise BackendError(f"mlflow backend: {what} ({store}): {exc.message}") from exc
     except Exception as exc:
+        if mlflow_error(exc):
+            error: Any = exc
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                raise RunNotFoundError(f"mlflow backend: {what} ({store}): {error.message}") from exc
+            raise BackendError(f"mlflow backend: {what} ({store}): {error.message}") from exc
         raise BackendError(f"mlflow backend: {what} ({store}): {type(exc).__name__}: {exc}") from exc
 
 

@@ -2,7 +2,8 @@
 
 :class:`StoreAccess` owns the MLflow store object and what is worth remembering about it
 (experiment ids by name, MLflow run ids by mltrack run id), so the backend's hooks speak in
-mltrack's terms. MLflow's store itself is opened by :mod:`mltrack_mlflow.internals`.
+mltrack's terms. MLflow's store itself is opened by :mod:`mltrack_mlflow.internals`. Reads of a tracking
+server go through :mod:`mltrack_mlflow.rest` instead, so listing runs never imports mlflow.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from mlflow.entities import ExperimentTag, Param, RunTag, ViewType
-from mlflow.exceptions import MlflowException
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from mltrack_mlflow import internals
+from mltrack_mlflow import internals, rest
 from mltrack_mlflow import mapping as m
 from mltrack_mlflow.settings import MlflowSettings
 
@@ -29,6 +27,7 @@ __all__ = [
     "OpenRun",
     "StoreAccess",
     "chunks",
+    "run_tags",
 ]
 
 MAX_PARAMS_PER_CALL = 100
@@ -55,6 +54,13 @@ class OpenRun:
     mapped_keys: set[str] = attrs.field(factory=set)
 
 
+def run_tags(tags: Mapping[str, str]) -> list[Any]:
+    """MLflow ``RunTag`` entities of ``tags`` (imports mlflow: writes only)."""
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, v) for k, v in tags.items()]
+
+
 class StoreAccess:
     """One MLflow tracking store, opened on first use, with mltrack's lookups over it."""
 
@@ -62,6 +68,7 @@ class StoreAccess:
         self.settings = settings
         self._lock = lock
         self._store_obj: Any = None
+        self._reads_obj: Any = None
         self.ids: dict[str, str] = {}  # mltrack run id -> MLflow run id
         self.experiments: dict[str, str] = {}  # experiment name -> MLflow experiment id
 
@@ -80,6 +87,15 @@ class StoreAccess:
             return self._store_obj
 
     @property
+    def reads(self) -> Any:
+        """What reads go through: a server's REST API (mlflow not imported), else MLflow's store."""
+        with self._lock:
+            if self._reads_obj is None:
+                use_rest = self.settings.is_remote and rest.usable()
+                self._reads_obj = rest.RestReads(self.settings.tracking_uri) if use_rest else self.store
+            return self._reads_obj
+
+    @property
     def is_sqlite(self) -> bool:
         """True for a local SQLite database (where the bulk SQL paths apply)."""
         return self.settings.db_path is not None or self.settings.tracking_uri.startswith("sqlite:")
@@ -93,12 +109,17 @@ class StoreAccess:
         with internals.translate(f"experiment {name!r}", self.settings.tracking_uri):
             experiment = store.get_experiment_by_name(name)
             if experiment is None:
+                from mlflow.entities import ExperimentTag
+
                 try:
                     # MLflow's UI opens an experiment of this kind on its runs table and charts.
                     kind = ExperimentTag(m.EXPERIMENT_KIND_TAG, m.EXPERIMENT_KIND)
                     experiment_id = str(store.create_experiment(name, None, [kind]))
-                except MlflowException as exc:
-                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                except Exception as exc:
+                    if (
+                        not internals.mlflow_error(exc)
+                        or getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS"
+                    ):
                         raise
                     experiment = store.get_experiment_by_name(name)  # another process made it
                     if experiment is None:
@@ -116,8 +137,8 @@ class StoreAccess:
         out: dict[str, str] = {}
         token = None
         while True:
-            page = self.store.search_experiments(
-                view_type=ViewType.ACTIVE_ONLY, max_results=SEARCH_PAGE, page_token=token
+            page = self.reads.search_experiments(
+                view_type=rest.ACTIVE_ONLY, max_results=SEARCH_PAGE, page_token=token
             )
             for experiment in page:
                 out[str(experiment.experiment_id)] = experiment.name
@@ -133,10 +154,10 @@ class StoreAccess:
             return
         token = None
         while True:
-            page = self.store.search_runs(
+            page = self.reads.search_runs(
                 experiment_ids,
                 filter_string,
-                ViewType.ACTIVE_ONLY,
+                rest.ACTIVE_ONLY,
                 max_results=page_size,
                 order_by=["attributes.start_time DESC"],
                 page_token=token,
@@ -150,13 +171,9 @@ class StoreAccess:
         """The active MLflow run of mltrack run ``run_id`` (or of MLflow run id ``run_id``), or None."""
         if not _HEX_ID.match(run_id):
             return None
-        store = self.store
         cached = self.ids.get(run_id)
         if cached is not None:
-            try:
-                run = store.get_run(cached)
-            except MlflowException:
-                run = None
+            run = self.get_run(cached)
             if run is not None and run.info.lifecycle_stage == "active":
                 return run
             self.ids.pop(run_id, None)
@@ -165,17 +182,23 @@ class StoreAccess:
             self.ids[run_id] = run.info.run_id
             return run
         if _MLFLOW_RUN_ID.match(run_id):  # a run MLflow wrote itself: its own id
-            try:
-                run = store.get_run(run_id)
-            except MlflowException:
-                return None
-            if run.info.lifecycle_stage == "active" and m.RUN_ID_TAG not in run.data.tags:
+            run = self.get_run(run_id)
+            if run is not None and run.info.lifecycle_stage == "active" and m.RUN_ID_TAG not in run.data.tags:
                 return run
         return None
 
+    def get_run(self, mlflow_id: str) -> Any | None:
+        """The MLflow run with this MLflow id, or None if the store has none (or refuses the id)."""
+        try:
+            return self.reads.get_run(mlflow_id)
+        except Exception as exc:
+            if internals.mlflow_error(exc) and getattr(exc, "error_code", None) != "INTERNAL_ERROR":
+                return None
+            raise
+
     def log_tags(self, mlflow_id: str, tags: Mapping[str, str]) -> None:
         """Set run tags, in calls MLflow accepts."""
-        items = [RunTag(k, v) for k, v in tags.items()]
+        items = run_tags(tags)
         # A split value's marker comes last in ``tags``: its parts are stored before it.
         for chunk in chunks(items, MAX_TAGS_PER_CALL):
             self.store.log_batch(mlflow_id, metrics=[], params=[], tags=list(chunk))
@@ -187,14 +210,16 @@ class StoreAccess:
         may have logged some meanwhile, and MLflow refuses a changed value: then the run's
         params are read again and only the keys still new are logged.
         """
+        from mlflow.entities import Param
+
         flat = m.flatten_params(config)
         for attempt in (1, 2):
             new = [Param(k, v) for k, v in flat.items() if k not in state.params]
             try:
                 for chunk in chunks(new, MAX_PARAMS_PER_CALL):
                     self.store.log_batch(state.mlflow_id, metrics=[], params=list(chunk), tags=[])
-            except MlflowException:
-                if attempt == 2:
+            except Exception as exc:
+                if attempt == 2 or not internals.mlflow_error(exc):
                     raise
                 state.params.update(self.store.get_run(state.mlflow_id).data.params)
                 continue
@@ -203,4 +228,6 @@ class StoreAccess:
 
     def artifact_repo(self, artifact_uri: str) -> Any:
         """MLflow's artifact repository of a run's artifact URI."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
         return get_artifact_repository(artifact_uri, tracking_uri=self.settings.tracking_uri)
