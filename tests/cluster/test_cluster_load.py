@@ -15,7 +15,7 @@ def test_trainers_killed_and_server_restarted_lose_nothing(cluster: Cluster) -> 
 
     Every point the killed trainer's calls returned before the kill (less the flush interval)
     and every point of the other is in PostgreSQL, every artifact in S3 with its sha256, the
-    killed run reads CRASHED, and listing both runs takes under a second.
+    killed run reads CRASHED, `mltrack ls` lists both, and the listing takes under a second.
     """
     result = load_test.run_load_test(
         cluster,
@@ -25,7 +25,6 @@ def test_trainers_killed_and_server_restarted_lose_nothing(cluster: Cluster) -> 
         kill_at=0.4,
         restart_at=0.45,
         raw=False,
-        ls_command=False,
         timeout=240,
     )
     assert result.lost_points == 0
@@ -54,4 +53,5 @@ def test_full_load_test(tmp_path: Path) -> None:
     assert result.artifacts_checked == 48
     assert result.killed_status == "CRASHED"
     assert result.ls_runs == 16 and result.ls_seconds < 1.0
+    assert result.ls_wall_seconds < 1.0  # `mltrack ls` as a user types it
     assert result.raw_points == 16 * 100_000

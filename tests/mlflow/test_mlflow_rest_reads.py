@@ -42,6 +42,14 @@ def _batch(name: str, steps: list[int], values: list[float]) -> MetricBatch:
     return MetricBatch([(name, ())], [0] * len(steps), steps, values, [now] * len(steps))
 
 
+def _series(backend: MlflowBackend, run_id: str) -> list[tuple[str, dict[str, Any], list[int], list[str]]]:
+    """The run's histories, values as text (NaN equals NaN)."""
+    series = backend.mltrack_get_metrics(run_id, None) or []
+    return sorted(
+        (s.name, dict(s.context), list(s.steps), [repr(float(v)) for v in s.values]) for s in series
+    )
+
+
 @pytest.fixture
 def written(mlflow_server: MlflowProcess, tmp_path: Path) -> Iterator[MlflowBackend]:
     """Runs of every shape the mapping knows, on a real server: long (split) config and
@@ -86,12 +94,14 @@ def test_reads_of_a_server_equal_what_mlflows_own_store_reads(written: MlflowBac
     rest_list = written.mltrack_list_runs(RunFilter())
     rest_runs = {s.experiment_id: written.mltrack_get_run(s.experiment_id) for s in rest_list}
     rest_failed = written.mltrack_list_runs(RunFilter(status=ExperimentStatus.FAILED))
+    rest_series = {s.experiment_id: _series(written, s.experiment_id) for s in rest_list}
 
     written.access._reads_obj = written.store  # MLflow's own REST store from here on
     written.access.ids.clear()
     assert written.mltrack_list_runs(RunFilter()) == rest_list
     assert {s.experiment_id: written.mltrack_get_run(s.experiment_id) for s in rest_list} == rest_runs
     assert written.mltrack_list_runs(RunFilter(status=ExperimentStatus.FAILED)) == rest_failed
+    assert {s.experiment_id: _series(written, s.experiment_id) for s in rest_list} == rest_series
 
     # ... and what both read is what was written.
     by_name = {(s.experiment_name, s.name): s for s in rest_list}
@@ -106,6 +116,10 @@ def test_reads_of_a_server_equal_what_mlflows_own_store_reads(written: MlflowBac
         if s.experiment_name and s.experiment_name.endswith(first.experiment_name[-8:])
     }
     assert statuses["second"] is ExperimentStatus.FAILED and len(rest_failed) >= 1
+    assert rest_series[first.experiment_id] == [
+        ("loss", {}, [0, 1, 2], ["1.0", "nan", "0.25"]),
+        ("reward", {}, [0], ["inf"]),
+    ]
     native = next(
         s for (exp, name), s in by_name.items() if name == "by-mlflow" and exp and exp.startswith("native-")
     )
@@ -116,7 +130,7 @@ def test_reads_of_a_server_equal_what_mlflows_own_store_reads(written: MlflowBac
     )
 
 
-def test_mltrack_ls_on_a_server_lists_every_run_without_importing_mlflow(
+def test_mltrack_ls_and_show_on_a_server_do_not_import_mlflow(
     written: MlflowBackend, mlflow_server: MlflowProcess
 ) -> None:
     code = (
@@ -124,16 +138,27 @@ def test_mltrack_ls_on_a_server_lists_every_run_without_importing_mlflow(
         "from mltrack.cli.app import cli\n"
         "try:\n"
         "    cli(['ls', '--json'], standalone_mode=False)\n"
+        "    cli(['show', sys.argv[1]], standalone_mode=False)\n"
         "finally:\n"
         "    print('MLFLOW_IMPORTED', 'mlflow' in sys.modules, file=sys.stderr)\n"
     )
     env = child_env(
         {"ML_TRACKING_BACKEND": "mlflow", "MLFLOW_TRACKING_URI": mlflow_server.tracking_uri}, clean=True
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    second = next(s for s in written.mltrack_list_runs(RunFilter()) if s.name == "second")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, second.experiment_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MLFLOW_IMPORTED False" in proc.stderr
-    listed = {r["id"] for r in json.loads(proc.stdout)}
+    listing, shown = proc.stdout.split("\n]\n", 1)
+    listed = {r["id"] for r in json.loads(listing + "]")}
+    assert f"run {second.experiment_id}" in shown and "status: failed" in shown
+    assert "loss" in shown  # its history, read through the REST API too
 
     from mlflow import MlflowClient
 

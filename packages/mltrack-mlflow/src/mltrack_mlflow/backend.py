@@ -21,13 +21,14 @@ The hooks live here; store access is in :mod:`~mltrack_mlflow.store`, metric wri
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import shutil
 import tempfile
 import threading
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from functools import partial
@@ -413,7 +414,7 @@ class MlflowBackend:
             if self.access.is_sqlite and internals.bulk_reads():
                 columns = internals.read_points(self.store, run.info.run_id, keys)
             else:
-                columns = {k: read_history(self.store, run.info.run_id, k) for k in keys}
+                columns = {k: read_history(self.access.reads, run.info.run_id, k) for k in keys}
             out = []
             for key in keys:
                 steps, values, times = columns.get(key, ([], [], []))
@@ -444,9 +445,10 @@ class MlflowBackend:
                     info = m.join_json_tags(key, tags)
                     if isinstance(info, dict) and isinstance(info.get("name"), str):
                         infos.append(info)
-            repo = self.access.artifact_repo(run.info.artifact_uri)
+            # MLflow's artifact repository (and mlflow with it) only if a file must be fetched.
+            repo = functools.cache(partial(self.access.artifact_repo, run.info.artifact_uri))
             if m.RUN_ID_TAG not in tags:  # a run MLflow wrote itself: every file it holds
-                infos = [{"name": path} for path in walk(repo)]
+                infos = [{"name": path} for path in walk(repo())]
             out = []
             for info in sorted(infos, key=lambda i: str(i["name"])):
                 path = self._local_copy(repo, run.info.artifact_uri, run_id, info)
@@ -462,7 +464,9 @@ class MlflowBackend:
                 )
             return out
 
-    def _local_copy(self, repo: Any, artifact_uri: str, run_id: str, info: Mapping[str, Any]) -> Path:
+    def _local_copy(
+        self, repo: Callable[[], Any], artifact_uri: str, run_id: str, info: Mapping[str, Any]
+    ) -> Path:
         """A readable local path of a stored artifact: the file itself, or a verified download."""
         name = str(info["name"])
         parsed = urlparse(artifact_uri)
@@ -474,7 +478,7 @@ class MlflowBackend:
         if target.is_file() and sha and sha256(target) == sha:
             return target
         target_dir.mkdir(parents=True, exist_ok=True)
-        return Path(repo.download_artifacts(name, dst_path=str(target_dir)))
+        return Path(repo().download_artifacts(name, dst_path=str(target_dir)))
 
     # --- user interface and health ------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Reading a tracking server through MLflow's REST API, without importing mlflow.
 
 Importing mlflow takes one to three seconds here, most of a ``mltrack ls`` against a server.
-Listing, finding and summarising runs need four documented endpoints (experiments/search and
-get, runs/search and get), so reads of an ``http(s)://`` store go through this small client;
+Listing, finding and summarising runs and reading their histories need five documented
+endpoints (experiments/search and get, runs/search and get, metrics/get-history), so reads of an ``http(s)://`` store go through this small client;
 mlflow is imported only when something is written. It answers with the few fields the backend
 reads of MLflow's entities (``run.info.*``, ``run.data.tags/params/metrics``, ``page.token``),
 and speaks what MLflow's client speaks to a plain server: basic auth (environment or
@@ -101,6 +101,16 @@ class Experiment:
     experiment_id: str
     name: str
     lifecycle_stage: str
+
+
+@attrs.frozen
+class Point:
+    """One metric point, as MLflow's ``Metric``."""
+
+    key: str
+    value: float
+    timestamp: int
+    step: int
 
 
 class Page(list[Any]):
@@ -273,3 +283,19 @@ class RestReads:
     def get_run(self, run_id: str) -> Run:
         """One run by MLflow run id (``RestError`` ``RESOURCE_DOES_NOT_EXIST`` if there is none)."""
         return _run(self._call("runs/get", query={"run_id": run_id})["run"])
+
+    def get_metric_history(
+        self, run_id: str, metric_key: str, max_results: int | None = None, page_token: str | None = None
+    ) -> Page:
+        """One metric's points (key, value, timestamp, step), a page at a time (all in one, unless paged)."""
+        query: dict[str, Any] = {"run_id": run_id, "run_uuid": run_id, "metric_key": metric_key}
+        if max_results is not None:
+            query["max_results"] = max_results
+        if page_token:
+            query["page_token"] = page_token
+        answer = self._call("metrics/get-history", query=query)
+        points = [
+            Point(str(p["key"]), float(p["value"]), int(p.get("timestamp", 0)), int(p.get("step", 0)))
+            for p in answer.get("metrics") or ()
+        ]
+        return Page(points, answer.get("next_page_token") or None)
