@@ -41,13 +41,22 @@ _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})  # what MLflow's client r
 _UNSUPPORTED_SETTINGS = ("MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_CLIENT_CERT_PATH", "MLFLOW_WORKSPACE")
 
 
+def _mlflow_env(name: str) -> str | None:
+    """MLflow's own client variable ``name``, read as MLflow's client reads it.
+
+    These belong to MLflow (its documentation is theirs), so they are not in mltrack's
+    settings table; mltrack's own variables go through :func:`mltrack.settings.env`.
+    """
+    return os.environ.get(name)
+
+
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    return (_mlflow_env(name) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def usable() -> bool:
     """True unless MLflow's client would do something this one does not (see the module's text)."""
-    if any(os.environ.get(name, "").strip() for name in _UNSUPPORTED_SETTINGS):
+    if any((_mlflow_env(name) or "").strip() for name in _UNSUPPORTED_SETTINGS):
         return False
     if _flag("MLFLOW_TRACKING_AWS_SIGV4"):
         return False
@@ -153,8 +162,8 @@ def _run(raw: Mapping[str, Any]) -> Run:
 
 
 def _credentials() -> tuple[str | None, str | None]:
-    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    username = _mlflow_env("MLFLOW_TRACKING_USERNAME")
+    password = _mlflow_env("MLFLOW_TRACKING_PASSWORD")
     path = Path.home() / ".mlflow" / "credentials"
     if (username is None or password is None) and path.is_file():
         parser = configparser.ConfigParser()
@@ -166,7 +175,7 @@ def _credentials() -> tuple[str | None, str | None]:
 
 
 def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
+    raw = (_mlflow_env(name) or "").strip()
     try:
         return float(raw) if raw else default
     except ValueError:
@@ -180,7 +189,7 @@ class RestReads:
         self.base = uri.rstrip("/")
         self.headers = {"Content-Type": "application/json", "User-Agent": "mltrack-mlflow"}
         username, password = _credentials()
-        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        token = _mlflow_env("MLFLOW_TRACKING_TOKEN")
         if username and password:
             pair = base64.b64encode(f"{username}:{password}".encode()).decode()
             self.headers["Authorization"] = f"Basic {pair}"
@@ -189,7 +198,7 @@ class RestReads:
         self.context: ssl.SSLContext | None = None
         if self.base.startswith("https://"):
             self.context = ssl.create_default_context(
-                cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None
+                cafile=_mlflow_env("MLFLOW_TRACKING_SERVER_CERT_PATH") or None
             )
             if _flag("MLFLOW_TRACKING_INSECURE_TLS"):  # as MLflow's client: no certificate check
                 self.context.check_hostname = False
@@ -237,7 +246,8 @@ class RestReads:
                 raise RestError(f"cannot reach {self.base} ({endpoint}): {reason}") from None
 
     def _pause(self, attempt: int) -> None:
-        time.sleep(self.backoff_factor * 2 ** (attempt - 1) + random.uniform(0, self.backoff_jitter))
+        # As urllib3's Retry under MLflow's client: exponential, at most 120 s, plus jitter.
+        time.sleep(min(self.backoff_factor * 2 ** (attempt - 1), 120.0) + random.uniform(0, self.backoff_jitter))
 
     def search_experiments(
         self, view_type: int = ACTIVE_ONLY, max_results: int = 1000, page_token: str | None = None, **_: Any
