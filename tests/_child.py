@@ -47,11 +47,12 @@ def run_python(
 
 
 def popen_python(
-    code: str, *, env: dict[str, str] | None = None, clean: bool = False
+    code: str, *, env: dict[str, str] | None = None, clean: bool = False, stdin: bool = False
 ) -> subprocess.Popen[str]:
-    """Start ``code`` in a new interpreter, stdout and stderr piped as line-buffered text."""
+    """Start ``code`` in a new interpreter, stdout and stderr (and stdin if asked) piped as line-buffered text."""
     return subprocess.Popen(
         [sys.executable, "-u", "-c", textwrap.dedent(code)],
+        stdin=subprocess.PIPE if stdin else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

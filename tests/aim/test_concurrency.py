@@ -19,7 +19,7 @@ def _writer(repo: str, points: int, index: int, artifacts: str) -> str:
     return f"""
         import json, mltrack
         from mltrack_aim import configure_aim_backend
-        configure_aim_backend(repo_path={repo!r}, experiment_name="concurrent", artifacts_dir={artifacts!r})
+        configure_aim_backend(repo_path={repo!r}, experiment_name="concurrent-{points}", artifacts_dir={artifacts!r})
         with mltrack.start_run(config={{"writer": {index}}}) as run:
             for step in range({points}):
                 run.log_metric("value", step * 10 + {index}, step=step)
@@ -30,6 +30,7 @@ def _writer(repo: str, points: int, index: int, artifacts: str) -> str:
 
 
 def _write_concurrently(repo: str, points: int, artifacts: Path) -> None:
+    """Four writers at once; their runs go to an experiment of their own (the server is shared)."""
     children = [popen_python(_writer(repo, points, i, str(artifacts))) for i in range(WRITERS)]
     results = []
     for child in children:
@@ -40,7 +41,7 @@ def _write_concurrently(repo: str, points: int, artifacts: Path) -> None:
 
     configure_aim_backend(repo_path=repo, artifacts_dir=str(artifacts))
     repo_api = mltrack.factory.experiment_repository()
-    runs = {r.experiment_id: r for r in repo_api.list_experiments_sync(name="concurrent")}
+    runs = {r.experiment_id: r for r in repo_api.list_experiments_sync(name=f"concurrent-{points}")}
     assert set(runs) == {r["run"] for r in results}
     for r in runs.values():
         assert r.status is mltrack.ExperimentStatus.COMPLETED

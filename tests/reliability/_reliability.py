@@ -37,9 +37,11 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return _child.child_env(extra, clean=True)
 
 
-def popen_python(code: str, *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def popen_python(
+    code: str, *, env: dict[str, str] | None = None, stdin: bool = False
+) -> subprocess.Popen[str]:
     """Start ``code`` in a new interpreter without this process's mltrack settings (see :mod:`_child`)."""
-    return _child.popen_python(code, env=env, clean=True)
+    return _child.popen_python(code, env=env, clean=True, stdin=stdin)
 
 
 def run_python(code: str, *, timeout: float = 300, env: dict[str, str] | None = None) -> Any:

@@ -156,6 +156,63 @@ def test_points_are_delivered_after_the_server_restarts(ci_results: list[dict[st
     _check_nothing_lost(ci_results)
 
 
+def _connected_trainer(address: str) -> str:
+    """A trainer whose writer talks to the server before the restart, then waits for "go"."""
+    return f"""
+        import json, sys, mltrack
+        from mltrack_aim import configure_aim_backend
+        configure_aim_backend(repo_path={address!r}, experiment_name="server-faults")
+        session = mltrack.factory.tracking_session()
+        kept = mltrack.start_run(name="open-across-the-restart")
+        for step in range(100):
+            kept.log_metric("loss", float(step), step=step)
+        with mltrack.start_run(name="before") as before:
+            before.log_metric("loss", 0.0, step=0)
+        assert session.flush(120), "not stored before the restart"
+        print("ready", kept.id, flush=True)
+        assert sys.stdin.readline().strip() == "go"
+        with mltrack.start_run(name="after") as after:
+            for step in range(500):
+                after.log_metric("loss", float(step), step=step)
+        for step in range(100, 300):
+            kept.log_metric("loss", float(step), step=step)
+        kept.finish()
+        health = mltrack.factory.health_sync()
+        print(json.dumps(dict(after=after.id, writer=health.details.get("writer"))), flush=True)
+    """
+
+
+def test_a_writer_connected_before_a_restart_writes_new_and_open_runs_after_it(tmp_path: Path) -> None:
+    """A restarted ``aim server`` has forgotten the handles of every client it had: the writer
+    reconnects and retries, so a run created after the restart and one open across it are
+    stored whole (in CI once: the restarted server refused every write for 3 minutes and the
+    run was never created, its 3,000 points counted lost)."""
+    port = free_port()
+    server = start_aim_server(tmp_path, port=port)
+    child = popen_python(_connected_trainer(server.address), stdin=True)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        ready = child.stdout.readline().split()
+        assert ready and ready[0] == "ready", child.stderr.read() if child.stderr else ""
+        kept_id = ready[1]
+        os.killpg(server.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        time.sleep(1.0)
+        server = start_aim_server(tmp_path, port=port)
+        out, err = child.communicate("go\n", timeout=300)
+        assert child.returncode == 0, err[-3000:]
+        said = json.loads(out.strip().splitlines()[-1])
+        assert said["writer"]["points_undelivered"] == 0, (said, err[-3000:])
+        after = read_run(server.address, said["after"])
+        kept = read_run(server.address, kept_id)
+        assert after["status"] == "completed" and after["steps"] == list(range(500)), after
+        assert kept["status"] == "completed" and kept["steps"] == list(range(300)), kept
+    finally:
+        if child.poll() is None:
+            child.kill()
+        server.stop()
+
+
 @pytest.mark.slow
 def test_server_restarted_5_times(tmp_path: Path) -> None:
     """Five restarts: training goes on, nothing is lost, any loss would be counted."""

@@ -20,7 +20,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
@@ -64,10 +64,6 @@ MLTRACK_KEY = "mltrack"
 """The run parameter holding what Aim has no field for: status, times, final metrics, artifacts."""
 
 
-def _resume_aim_run(repo: Any, run_hash: str) -> Any:
-    return Run(run_hash=run_hash, repo=repo, system_tracking_interval=None, capture_terminal_logs=False)
-
-
 def _utc(ts: float | None) -> datetime | None:
     if ts is None or (isinstance(ts, float) and math.isnan(ts)):
         return None
@@ -96,6 +92,7 @@ class AimBackend:
         self.index = RunIndex(self.repo, timeout=settings.index_timeout)
         self._runs: dict[str, Any] = {}  # aim.Run objects open for writing, by run id
         self._writers: dict[str, MetricWriter] = {}
+        self._creating: set[str] = set()  # runs whose creation has not completed (retried in full)
         self._lock = threading.RLock()
         self._artifacts_dir = Path(settings.artifacts_dir)
         # Bulk column reads use Aim's internal layout: local repositories of verified Aim only.
@@ -115,7 +112,7 @@ class AimBackend:
         # A write for a run this backend did not create (e.g. after a restart): resume it.
         if run_id not in self.index.all_runs():
             raise RunNotFoundError(f"aim backend: no run {run_id!r} in {self.settings.repo}")
-        run = _resume_aim_run(self.repo, run_id)
+        run = internals.resume_run(self.repo, run_id)
         run[MLTRACK_KEY, "writer"] = WriterRecord.current().to_json()  # this process writes it now
         self._runs[run_id] = run
         return run
@@ -135,6 +132,12 @@ class AimBackend:
         left = self.index.index([run_id])
         if left:
             log.info("mltrack-aim: run %s not indexed yet (index busy); readers will index it", left)
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """One write at a time; one an ``aim server`` restart interrupted is raised to be retried."""
+        with self._lock, internals.across_server_restarts(self.repo, what):
+            yield
 
     def _wait_remote(self) -> None:
         # Remote writes go through a client-side queue; a hook must return only once stored.
@@ -156,16 +159,23 @@ class AimBackend:
 
     @hookimpl
     def mltrack_create_run(self, run: ExperimentRun) -> None:
-        """Create the Aim run under mltrack's id, with experiment, name, config and tags."""
-        with self._lock:
-            if run.id in self._runs:
+        """Create the Aim run under mltrack's id, with experiment, name, config and tags.
+
+        Idempotent: a create retried after a failure part-way (a server restart) carries on
+        with the same Aim run and writes every field again.
+        """
+        with self._writing(f"creating run {run.id}"):
+            aim_run = self._runs.get(run.id)
+            if aim_run is not None and run.id not in self._creating:
                 return
-            if run.id in self.index.all_runs():
-                aim_run = _resume_aim_run(self.repo, run.id)  # a retried create: carry on
-                aim_run.experiment = run.experiment_name
-            else:  # created in its experiment: setting it again would cost another SQLite commit
-                aim_run = internals.new_run(self.repo, run.id, run.experiment_name)
-            self._runs[run.id] = aim_run
+            if aim_run is None:
+                if run.id in self.index.all_runs():
+                    aim_run = internals.resume_run(self.repo, run.id)  # a retried create: carry on
+                    aim_run.experiment = run.experiment_name
+                else:  # created in its experiment: setting it again would cost another SQLite commit
+                    aim_run = internals.new_run(self.repo, run.id, run.experiment_name)
+                self._runs[run.id] = aim_run
+                self._creating.add(run.id)
             self.index.deleted.discard(run.id)  # the same id written anew (a copy back, say)
             aim_run.name = run.run_name
             if run.description is not None:
@@ -185,11 +195,12 @@ class AimBackend:
             aim_run.set_artifacts_uri(self._artifacts_dir.as_uri())
             self._wait_remote()
             self._publish(run.id)
+            self._creating.discard(run.id)
 
     @hookimpl
     def mltrack_log_metrics(self, run_id: str, batch: MetricBatch) -> None:
         """Write the batch, one (metric, context) sequence at a time, by the cheapest safe path."""
-        with self._lock:
+        with self._writing(f"logging metrics of run {run_id}"):
             writer = self._writer(run_id)
             for name, context, steps, values, timestamps in batch.groups():
                 writer.write(name, context, steps, values, timestamps)
@@ -198,7 +209,7 @@ class AimBackend:
     @hookimpl
     def mltrack_log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Merge ``params`` into the run's hparams."""
-        with self._lock:
+        with self._writing(f"logging params of run {run_id}"):
             run = self._open_run(run_id)
             for key, value in params.items():
                 run["hparams", key] = _aim_params(value)
@@ -207,7 +218,7 @@ class AimBackend:
     @hookimpl
     def mltrack_set_tags(self, run_id: str, tags: Sequence[str]) -> None:
         """Add Aim tags."""
-        with self._lock:
+        with self._writing(f"tagging run {run_id}"):
             run = self._open_run(run_id)
             existing = set(run.tags)
             for tag in tags:
@@ -218,7 +229,7 @@ class AimBackend:
     @hookimpl
     def mltrack_log_artifact(self, run_id: str, artifact: ModelArtifact) -> None:
         """Copy the file into Aim's artifact storage and record mltrack's metadata beside it."""
-        with self._lock:
+        with self._writing(f"storing an artifact of run {run_id}"):
             run = self._open_run(run_id)
             run.log_artifact(artifact.file_path, name=artifact.name)
             run[MLTRACK_KEY, "artifacts", artifact.name] = {
@@ -234,7 +245,7 @@ class AimBackend:
         self, run_id: str, status: ExperimentStatus, end_time: datetime, final_metrics: Mapping[str, float]
     ) -> None:
         """Store status, end time and final metrics, then close the Aim run (Aim shows it finished)."""
-        with self._lock:
+        with self._writing(f"finishing run {run_id}"):
             run = self._open_run(run_id)
             run[MLTRACK_KEY, "final_metrics"] = {str(k): float(v) for k, v in final_metrics.items()}
             run[MLTRACK_KEY, "end_time"] = end_time.timestamp()
@@ -249,7 +260,7 @@ class AimBackend:
         Opening it writable clears Aim's ``end_time`` and takes its lock; this process is
         recorded as its writer, so the run reads CRASHED again if it dies too.
         """
-        with self._lock:
+        with self._writing(f"resuming run {run_id}"):
             run = self._open_run(run_id)
             run[MLTRACK_KEY, "status"] = ExperimentStatus.RUNNING.value
             run[MLTRACK_KEY, "end_time"] = None
@@ -337,7 +348,7 @@ class AimBackend:
         """Mark a run whose writer died CRASHED in Aim and close it, so Aim's UI shows it finished."""
         now = datetime.now(timezone.utc)
         try:
-            run: Any = _resume_aim_run(self.repo, run_hash)  # Aim lifts a dead writer's lock itself
+            run: Any = internals.resume_run(self.repo, run_hash)  # Aim lifts a dead writer's lock itself
         except Exception as exc:  # another reader got there first, or the lock is foreign
             log.debug("mltrack-aim: could not finalize crashed run %s: %s", run_hash, exc)
             return now

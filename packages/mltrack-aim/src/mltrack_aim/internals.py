@@ -58,6 +58,7 @@ PrefixView: Any = import_module("aim.storage.prefixview").PrefixView
 __all__ = [
     "VERIFIED",
     "RunIndex",
+    "across_server_restarts",
     "aim_version",
     "bulk_run_props",
     "close_run_containers",
@@ -70,9 +71,11 @@ __all__ = [
     "metric_columns",
     "new_run",
     "read_columns",
+    "resume_run",
     "translate",
     "verified",
     "wait_remote",
+    "watch_remote",
     "write_sequence",
     "writer_state",
 ]
@@ -221,6 +224,28 @@ def new_run(repo: Any, run_hash: str, experiment: str) -> Any:
     return run
 
 
+def resume_run(repo: Any, run_hash: str, *, wait: float = 2.0) -> Any:
+    """Aim's ``Run(run_hash)``, open for writing again.
+
+    Aim checks the run exists in a listing it caches for half a second, in the client and
+    again in an ``aim server``: a run created or finished a moment ago is missing from it and
+    Aim raises ``MissingRunError``. On a server this waits the cache out (up to ``wait`` s).
+    """
+    deadline = time.monotonic() + (wait if repo.is_remote_repo else 0.0)
+    while True:
+        try:
+            return Run(
+                run_hash=run_hash, repo=repo, system_tracking_interval=None, capture_terminal_logs=False
+            )
+        except MissingRunError:
+            if time.monotonic() >= deadline:
+                raise
+            cache_clear = getattr(type(repo)._all_run_hashes, "cache_clear", None)
+            if callable(cache_clear):
+                cache_clear()
+            time.sleep(0.1)
+
+
 def close_run_containers(repo: Any, run_hash: str) -> None:
     """Close a closed run's writable databases now (Aim keeps them, and their locks, until gc)."""
     pool = getattr(repo, "container_pool", None)
@@ -231,6 +256,73 @@ def close_run_containers(repo: Any, run_hash: str) -> None:
             container = pool.pop(ContainerConfig(name, run_hash, False), None)
             if container is not None:
                 container.close()
+
+
+def watch_remote(repo: Any) -> None:
+    """Open an ``aim://`` client's write connection now (Aim opens it at the first write).
+
+    A server that goes away closes it, which is how :func:`across_server_restarts` tells a
+    restarted server from a refused request, also before this process wrote anything.
+    """
+    if repo.is_remote_repo:
+        with translate(repo, "connecting to the Aim server"):
+            repo._client.ws  # noqa: B018 - the property opens the connection
+
+
+def _connection_closed(client: Any) -> bool:
+    from websockets.protocol import State
+
+    ws = getattr(client, "_ws", None)
+    protocol = getattr(ws, "protocol", None)
+    return protocol is not None and protocol.state is State.CLOSED
+
+
+def _forgotten(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it came from) is an Aim server refusing a handle it does not know."""
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            return False
+        if type(current).__name__ == "UnauthorizedRequestError":
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextlib.contextmanager
+def across_server_restarts(repo: Any, what: str) -> Iterator[None]:
+    """Reconnect an ``aim://`` client whose server restarted, and have the operation retried.
+
+    A restarted ``aim server`` has lost the handles of this client's repository and runs:
+    every request then fails (``UnauthorizedRequestError``) for ever, since Aim's client
+    reconnects only when a queued write meets the closed connection, and a read or a run's
+    creation may come first. Here the client reconnects (Aim registers its handles anew) and
+    the failure is raised as a connection error, which mltrack's writer retries for its
+    retry window instead of counting the points lost.
+    """
+    if not repo.is_remote_repo:
+        yield
+        return
+    try:
+        yield
+    except Exception as exc:
+        client = repo._client
+        if not (_forgotten(exc) or _connection_closed(client)):
+            raise
+        queue = client.get_queue()
+        # A queue holding writes reconnects by itself before it sends them; a second reconnect
+        # would register every handle twice.
+        if not (queue._needs_reconnect or queue._queue.unfinished_tasks):
+            try:
+                client.reconnect()
+            except Exception as down:
+                raise BackendError(
+                    f"aim backend: {what}: the Aim server {client.remote_path} does not answer ({down})"
+                ) from ConnectionError(str(down))
+        raise BackendError(
+            f"aim backend: {what}: the Aim server {client.remote_path} restarted and had forgotten this "
+            f"client ({type(exc).__name__}: {exc}); reconnected, the operation is retried"
+        ) from ConnectionResetError(str(exc))
 
 
 def wait_remote(repo: Any) -> None:

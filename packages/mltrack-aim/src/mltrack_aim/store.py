@@ -86,7 +86,9 @@ def open_repo(location: str) -> Any:
     internals.guard_exit_cleanup()
     if location.startswith("aim://"):
         try:
-            return Repo.from_path(location)
+            repo = Repo.from_path(location)
+            internals.watch_remote(repo)
+            return repo
         except Exception as exc:
             raise BackendError(
                 f"cannot reach the Aim server {location}: {exc}; start it with "

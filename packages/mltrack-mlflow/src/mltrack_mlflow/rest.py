@@ -247,7 +247,9 @@ class RestReads:
 
     def _pause(self, attempt: int) -> None:
         # As urllib3's Retry under MLflow's client: exponential, at most 120 s, plus jitter.
-        time.sleep(min(self.backoff_factor * 2 ** (attempt - 1), 120.0) + random.uniform(0, self.backoff_jitter))
+        time.sleep(
+            min(self.backoff_factor * 2 ** (attempt - 1), 120.0) + random.uniform(0, self.backoff_jitter)
+        )
 
     def search_experiments(
         self, view_type: int = ACTIVE_ONLY, max_results: int = 1000, page_token: str | None = None, **_: Any
