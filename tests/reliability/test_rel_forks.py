@@ -7,6 +7,9 @@ with health saying healthy; an ``os.fork`` child exiting normally closed the par
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,51 @@ def test_multiprocessing_fork_workers_store_their_own_runs(backend: str, tmp_pat
     for worker in out["workers"]:
         assert read[worker] == {"status": "completed", "steps": list(range(2000))}
     assert read[out["parent"]] == {"status": "completed", "steps": [0]}
+
+
+SPAWNED = """
+import json, multiprocessing as mp, sys, mltrack
+
+def finished(queue):
+    with mltrack.start_run("spawned", name="finished") as run:
+        for step in range(300):
+            run.log_metric("loss", float(step), step=step)
+    queue.put(run.id)
+
+def unfinished(queue):
+    run = mltrack.start_run("spawned", name="unfinished")
+    for step in range(300):
+        run.log_metric("loss", float(step), step=step)
+    queue.put(run.id)  # the worker's end finishes it
+
+if __name__ == "__main__":
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(queue,)) for target in (finished, unfinished)]
+    for proc in procs:
+        proc.start()
+    ids = [queue.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(120)
+    print(json.dumps({"ids": ids, "exits": [proc.exitcode for proc in procs]}), flush=True)
+"""
+
+
+def test_spawned_workers_end_cleanly_with_their_runs_stored(tmp_path: Path) -> None:
+    """Spawned workers (the sweep example's, Optuna users'): the run each leaves open is finished
+    once, at the worker's end; no error is printed (before: 'ValueError: write to closed file'
+    from closing the writer a second time, at atexit after multiprocessing's finalizer)."""
+    store = str(tmp_path / "mlflow")
+    env = child_env({"ML_TRACKING_BACKEND": "mlflow", "ML_STORAGE_PATH": store})
+    script = tmp_path / "spawned.py"  # spawn imports the main module: it must be a file
+    script.write_text(SPAWNED)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["exits"] == [0, 0]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
+    read = run_python(READ.format(backend="mlflow", path=store, ids=out["ids"]), env=env)
+    for run_id in out["ids"]:
+        assert read[run_id] == {"status": "completed", "steps": list(range(300))}

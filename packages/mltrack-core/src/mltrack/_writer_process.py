@@ -307,7 +307,7 @@ class ProcessSink:
                     assert proc.stdin is not None
                     _send(proc.stdin, ("close",))
                     proc.stdin.close()
-                except OSError:
+                except (OSError, ValueError):  # the writer is gone, or this sink was closed before
                     pass
             try:
                 proc.wait(timeout=120)

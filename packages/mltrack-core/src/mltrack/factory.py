@@ -423,12 +423,16 @@ def _exit_status() -> tuple[ExperimentStatus, int | None]:
 
 @atexit.register
 def _drain_at_exit() -> None:
-    session = _session
+    # Once only: a spawned multiprocessing worker runs it from multiprocessing's finalizers and
+    # again from atexit (it exits through sys.exit), when its writer is already closed.
+    global _session, _backends
+    session, _session = _session, None
+    backends, _backends = _backends, None
     if session is not None:
         status, code = _exit_status()
         session.close(status, exit_code=code)
-    if _backends is not None:
-        _backends.close()
+    if backends is not None:
+        backends.close()
 
 
 def _after_fork_in_child() -> None:
