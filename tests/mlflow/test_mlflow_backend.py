@@ -90,6 +90,33 @@ def test_run_whose_writer_died_reads_crashed_and_mlflow_shows_it_failed(backend:
     assert backend.mltrack_list_runs(RunFilter(status=ExperimentStatus.CRASHED))[0].experiment_id == run.id
 
 
+def test_a_run_read_running_just_before_its_writer_finished_and_died_stays_completed(
+    backend: MlflowBackend, mlflow_dir: Path
+) -> None:
+    """A reader's snapshot can be older than the writer's finish: when it judges the writer gone
+    (it finished, then exited), the run is read again instead of being marked CRASHED over its
+    COMPLETED (seen in CI: two processes writing one store, a reader among them, two completed
+    runs read CRASHED afterwards)."""
+    run = _run("f" * 24)
+    backend.mltrack_create_run(run)
+    backend.mltrack_log_metrics(run.id, _batch("loss", [0, 1], [2.0, 1.0]))
+    mlflow_id = backend._ids[run.id]
+    dead = f"{socket.gethostname()} {_dead_pid()} 0"
+    backend._log_tags(mlflow_id, {m.WRITER_TAG: dead})
+    reader = MlflowBackend.from_config(BackendConfig("mlflow", storage_path=str(mlflow_dir)))
+    try:
+        stale = reader.access.get_run(mlflow_id)  # RUNNING, by a writer that is gone by the time it judges
+        backend.mltrack_finish_run(run.id, ExperimentStatus.COMPLETED, datetime.now(timezone.utc), {"loss": 1.0})
+        summary = reader._summary(stale, {})
+    finally:
+        reader.close()
+    assert summary.status is ExperimentStatus.COMPLETED
+    assert summary.final_metrics == {"loss": 1.0}
+    stored = backend.store.get_run(mlflow_id)
+    assert stored.info.status == "FINISHED"
+    assert stored.data.tags[m.STATUS_TAG] == "completed"
+
+
 def test_run_written_on_another_host_or_by_a_live_process_stays_running(backend: MlflowBackend) -> None:
     for run_id, writer in (("d" * 24, "elsewhere 1 0"), ("e" * 24, None)):
         backend.mltrack_create_run(_run(run_id))

@@ -289,7 +289,7 @@ class AimBackend:
 
     # --- reads --------------------------------------------------------------------------
 
-    def _summary(self, run_hash: str) -> ExperimentSummary | None:
+    def _summary(self, run_hash: str, *, reread: bool = True) -> ExperimentSummary | None:
         run = Run(run_hash, repo=self.repo, read_only=True)
         info = _plain_dict(run.get(MLTRACK_KEY))
         if not info and run.get("hparams") is None and not internals.is_indexed(self.repo, run_hash):
@@ -301,7 +301,11 @@ class AimBackend:
             status = ExperimentStatus.RUNNING if aim_end is None else ExperimentStatus.COMPLETED
         end = _utc(info.get("end_time")) or _utc(aim_end)
         if status is ExperimentStatus.RUNNING:
-            status, end = self._check_alive(run_hash, aim_end, end, info.get("writer"))
+            checked = self._check_alive(run_hash, aim_end, end, info.get("writer"))
+            if checked is None and reread:  # what was read is older than the writer's finish
+                drop_read_snapshots(self.repo, [run_hash])
+                return self._summary(run_hash, reread=False)
+            status, end = checked or (status, end)
         start = _utc(info.get("start_time")) or _utc(run.creation_time) or datetime.now(timezone.utc)
         experiment = run.experiment
         name = run.name or experiment or run_hash
@@ -320,8 +324,10 @@ class AimBackend:
 
     def _check_alive(
         self, run_hash: str, aim_end: float | None, end: datetime | None, writer: Any = None
-    ) -> tuple[ExperimentStatus, datetime | None]:
+    ) -> tuple[ExperimentStatus, datetime | None] | None:
         """RUNNING if the run's writer is alive, else CRASHED (and finalized in Aim once).
+
+        None if the writer finished the run before it went (what the caller read is older).
 
         A writer in another PID namespace (a container) is looked up by mltrack's writer
         record, since Aim's lock names its pid inside the container, which means another
@@ -342,11 +348,17 @@ class AimBackend:
         if state != "dead":
             return ExperimentStatus.RUNNING, None
         crashed_at = self._finalize_crashed(run_hash)
+        if crashed_at is None:
+            return None
         return ExperimentStatus.CRASHED, end or _utc(aim_end) or crashed_at
 
     def _finalize_crashed(self, run_hash: str) -> datetime | None:
-        """Mark a run whose writer died CRASHED in Aim and close it, so Aim's UI shows it finished."""
+        """Mark a run whose writer died CRASHED in Aim and close it, so Aim's UI shows it finished.
+
+        None if the run, opened again, is no longer RUNNING: its writer finished it before it went.
+        """
         now = datetime.now(timezone.utc)
+        finished_before = False
         try:
             run: Any = internals.resume_run(self.repo, run_hash)  # Aim lifts a dead writer's lock itself
         except Exception as exc:  # another reader got there first, or the lock is foreign
@@ -356,12 +368,14 @@ class AimBackend:
             if run.get((MLTRACK_KEY, "status")) in (None, ExperimentStatus.RUNNING.value):
                 run[MLTRACK_KEY, "status"] = ExperimentStatus.CRASHED.value
                 run[MLTRACK_KEY, "end_time"] = now.timestamp()
+            else:
+                finished_before = True
         finally:
             run.close()
             del run
             gc.collect()
         self.index.index([run_hash])
-        return now
+        return None if finished_before else now
 
     def _read_runs(self, run_hashes: Sequence[str]) -> list[ExperimentSummary]:
         out = []

@@ -309,10 +309,14 @@ class MlflowBackend:
             finals = m.join_json_tags(m.FINAL_METRICS_TAG, tags)
             final_metrics = {str(k): float(v) for k, v in finals.items()} if isinstance(finals, dict) else {}
             run_tags = [v for k, v in tags.items() if k.startswith(m.TAG_PREFIX)]
-            if status is ExperimentStatus.RUNNING and run_id not in self._open:
-                crashed = self._check_crashed(run, tags)
-                if crashed is not None:
-                    status, end, final_metrics = ExperimentStatus.CRASHED, crashed, latest(run)
+            if status is ExperimentStatus.RUNNING and run_id not in self._open and writer_gone(tags):
+                fresh = self.access.get_run(info.run_id)
+                if fresh is not None and _moved_on(tags, fresh):
+                    # What was read is older than the writer's end: it finished (or a new writer
+                    # resumed) the run before it went. Judge the run as it is now.
+                    return self._summary(fresh, experiments)
+                crashed = self._mark_crashed(run)
+                status, end, final_metrics = ExperimentStatus.CRASHED, crashed, latest(run)
         else:  # a run MLflow wrote itself
             config = {k: m.parse_param(v) for k, v in data.params.items()}
             final_metrics = {k: m.from_mlflow_value(float(v)) for k, v in data.metrics.items()}
@@ -339,10 +343,8 @@ class MlflowBackend:
             description=description(tags),
         )
 
-    def _check_crashed(self, run: Any, tags: Mapping[str, str]) -> datetime | None:
-        """If the run's writer process is gone (on this host), mark it CRASHED and return the time."""
-        if not writer_gone(tags):
-            return None  # alive, or written on another host (which cannot be judged from here)
+    def _mark_crashed(self, run: Any) -> datetime:
+        """Mark a RUNNING run whose writer process is gone (on this host) CRASHED; return the time."""
         now = datetime.now(timezone.utc)
         try:  # the first reader to notice finishes it in MLflow too, so MLflow's UI agrees
             self._finish(run.info.run_id, ExperimentStatus.CRASHED, now, latest(run))
@@ -535,3 +537,13 @@ class MlflowBackend:
         """Forget open runs; their data is already stored (an unfinished run stays RUNNING)."""
         with self._lock:
             self._open.clear()
+
+
+def _moved_on(tags: Mapping[str, str], fresh: Any) -> bool:
+    """Whether a run read again is no longer the RUNNING run of the writer ``tags`` name."""
+    now = dict(fresh.data.tags)
+    return (
+        fresh.info.status != "RUNNING"
+        or now.get(m.STATUS_TAG) != tags.get(m.STATUS_TAG)
+        or now.get(m.WRITER_TAG) != tags.get(m.WRITER_TAG)
+    )

@@ -723,9 +723,16 @@ class TensorboardBackend:
     def _summary(self, meta: _Meta) -> ExperimentSummary:
         status, end, finals = meta.status, meta.end, meta.final_metrics
         if meta.mltrack and status is ExperimentStatus.RUNNING and meta.run_id not in self._open:
-            crashed = self._check_crashed(meta)
-            if crashed is not None:
-                status, end, finals = ExperimentStatus.CRASHED, crashed, self._latest(meta)
+            record = WriterRecord.from_text(meta.writer)
+            if record is not None and record.is_gone():  # else alive, or where this process cannot tell
+                fresh = self._meta(meta.folder)
+                if fresh is not None and (
+                    fresh.status is not ExperimentStatus.RUNNING or fresh.writer != meta.writer
+                ):
+                    # What was read is older than the writer's end: it finished (or a new writer
+                    # resumed) the run before it went. Judge the run as it is now.
+                    return self._summary(fresh)
+                status, end, finals = ExperimentStatus.CRASHED, self._mark_crashed(meta), self._latest(meta)
         return ExperimentSummary(
             experiment_id=meta.run_id,
             name=meta.name,
@@ -748,11 +755,8 @@ class TensorboardBackend:
                 out[final_metric_key(name, tuple(sorted(context.items())))] = values[-1]
         return out
 
-    def _check_crashed(self, meta: _Meta) -> datetime | None:
-        """If the run's writer process is gone (on this host), mark it CRASHED and return the time."""
-        record = WriterRecord.from_text(meta.writer)
-        if record is None or not record.is_gone():
-            return None  # alive, or written where this process cannot tell
+    def _mark_crashed(self, meta: _Meta) -> datetime:
+        """Mark a RUNNING run whose writer process is gone (on this host) CRASHED; return the time."""
         now = datetime.now(timezone.utc)
         state = _OpenRun(
             run_id=meta.run_id,
