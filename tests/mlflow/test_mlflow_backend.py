@@ -106,7 +106,9 @@ def test_a_run_read_running_just_before_its_writer_finished_and_died_stays_compl
     reader = MlflowBackend.from_config(BackendConfig("mlflow", storage_path=str(mlflow_dir)))
     try:
         stale = reader.access.get_run(mlflow_id)  # RUNNING, by a writer that is gone by the time it judges
-        backend.mltrack_finish_run(run.id, ExperimentStatus.COMPLETED, datetime.now(timezone.utc), {"loss": 1.0})
+        backend.mltrack_finish_run(
+            run.id, ExperimentStatus.COMPLETED, datetime.now(timezone.utc), {"loss": 1.0}
+        )
         summary = reader._summary(stale, {})
     finally:
         reader.close()
