@@ -47,7 +47,7 @@ from aim.sdk.run import Run
 from aim.storage import treeutils
 from aim.storage.context import Context
 
-from mltrack.errors import BackendError, MLTrackError, RunNotFoundError
+from mltrack.errors import BackendError, MLTrackError, RunNotFoundError, causes
 from mltrack.settings import env
 
 # Cython modules without stubs: typed as Any on purpose.
@@ -279,14 +279,7 @@ def _connection_closed(client: Any) -> bool:
 
 def _forgotten(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it came from) is an Aim server refusing a handle it does not know."""
-    current: BaseException | None = exc
-    for _ in range(8):
-        if current is None:
-            return False
-        if type(current).__name__ == "UnauthorizedRequestError":
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(type(current).__name__ == "UnauthorizedRequestError" for current in causes(exc))
 
 
 @contextlib.contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 __all__ = [
     "ArtifactError",
     "BackendError",
@@ -19,6 +21,7 @@ __all__ = [
     "StoreNotFoundError",
     "UnknownBackendError",
     "ValidationError",
+    "causes",
 ]
 
 
@@ -90,3 +93,17 @@ class RunNotFoundError(MLTrackError, LookupError):
 
 class RunStateError(MLTrackError):
     """The run is not in a state that allows the operation (e.g. logging after finish)."""
+
+
+def causes(exc: BaseException, limit: int = 8) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from (``__cause__``, else ``__context__``), ``limit`` at most.
+
+    How a store's error is told apart when a plugin wrapped it: a connection error under a
+    BackendError is still a connection error.
+    """
+    current: BaseException | None = exc
+    for _ in range(limit):
+        if current is None:
+            return
+        yield current
+        current = current.__cause__ or current.__context__

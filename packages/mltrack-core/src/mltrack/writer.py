@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from mltrack.errors import BackendError
+from mltrack.errors import BackendError, causes
 from mltrack.models import Context, ExperimentStatus, MetricBatch
 
 __all__ = ["UNDELIVERED_TAG", "HookSink", "ObservedSink", "Op", "Sink", "Writer", "WriterStats", "crashed_op"]
@@ -398,14 +398,10 @@ def _connection_error(exc: BaseException) -> bool:
     window. A path that is a file, missing, read-only or not permitted stays so: retrying
     it only stalls the writer (a fan-out target on such a path held every write for 60 s).
     """
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 8:
+    for current in causes(exc):
         if isinstance(current, OSError):
             permanent = isinstance(current, _PERMANENT_OS_ERRORS) or current.errno in _PERMANENT_ERRNOS
             return not permanent
-        current = current.__cause__ or current.__context__
-        seen += 1
     return False
 
 
