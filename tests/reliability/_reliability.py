@@ -53,17 +53,26 @@ def read_run(repo: str, run_id: str, *, wait_finished: float = 0.0, metric: str 
     """What a fresh reader process sees of one run: status, end time, stored steps of ``metric``.
 
     With ``wait_finished`` the reader polls until the run is no longer RUNNING (or that many
-    seconds passed) and reports how long it waited.
+    seconds passed) and reports how long it waited. A trainer killed while its writer process
+    was still starting has its run stored by that process a little later: the reader waits for
+    the run to appear within the same time.
     """
     return run_python(
         f"""
         import json, time, mltrack
         from mltrack_aim import configure_aim_backend
+        from mltrack.errors import RunNotFoundError
         configure_aim_backend(repo_path={repo!r})
         repo = mltrack.factory.experiment_repository()
         started = time.monotonic()
         while True:
-            run = repo.get_experiment_sync({run_id!r})
+            try:
+                run = repo.get_experiment_sync({run_id!r})
+            except RunNotFoundError:
+                if time.monotonic() - started > {wait_finished}:
+                    raise
+                time.sleep(0.5)
+                continue
             if run.status.value != "running" or time.monotonic() - started > {wait_finished}:
                 break
             time.sleep(0.5)

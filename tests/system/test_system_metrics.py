@@ -161,6 +161,11 @@ def test_one_thread_samples_every_run_and_ends_when_the_last_finishes(
     monkeypatch.setenv("MLTRACK_SYSTEM_INTERVAL", "0.2")
     first = mltrack.start_run("two-runs")
     second = mltrack.start_run("two-runs")
+    # The sampler starts when the store has the run (the flusher hands creations on; the first
+    # one opens the store, which takes seconds on a loaded machine).
+    deadline = time.monotonic() + 15
+    while not _sampler_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(0.9)
     assert len(_sampler_threads()) == 1
     first.finish()

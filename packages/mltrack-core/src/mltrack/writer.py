@@ -1,7 +1,8 @@
-"""The writer: log calls append to a columnar buffer and return; a flusher hands batches on.
+"""The writer: log calls append to a buffer and return; a flusher hands batches on.
 
-The calling thread pays for a lock and four array appends. A flusher thread seals the buffer
-every ``flush_interval`` seconds (or when a batch fills) and hands the operations, in order,
+The calling thread pays for a dict lookup, a few checks and one ``list.extend``: most log
+calls take no lock (see :meth:`Writer.lanes`). A sealer thread packs the buffer into
+columns every half ``flush_interval`` and a flusher thread hands the operations, in order,
 to a *sink*: :class:`HookSink` calls the write hooks in this process; a process sink ships
 them to a writer process that does the same there. Memory is bounded: when
 ``max_buffered_points`` are waiting, log calls wait for the flusher (backpressure), they
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import queue
+import sys
 import threading
 import time
 from array import array
@@ -85,53 +86,67 @@ class Sink(Protocol):
         """Release resources after the last ``deliver``."""
 
 
-class _Chunk:
-    """Columns of points not yet handed on; ``keys`` interns (run_id, name, context).
+def _pack(
+    keys: Sequence[tuple[str, str, Context]],
+    kidx: list[int],
+    steps: list[int],
+    values: list[float],
+    ts: list[float],
+) -> list[tuple[str, MetricBatch]]:
+    """Columns taken from the stream (global key ids) as one compact :class:`MetricBatch` per run.
 
-    The open chunk appends to lists (about 4x cheaper per append than ``array``, and it holds
-    at most one batch); sealing packs them into compact arrays.
+    Each batch lists only its own keys. The common cases (one metric; several metrics of one
+    run) stay in C loops: the calling thread shares the GIL with this work.
     """
-
-    __slots__ = ("key_ids", "keys", "kidx", "steps", "ts", "values")
-
-    def __init__(self) -> None:
-        self.keys: list[tuple[str, str, Context]] = []
-        self.key_ids: dict[tuple[str, str, Context], int] = {}
-        self.kidx: list[int] = []
-        self.steps: list[int] = []
-        self.values: list[float] = []
-        self.ts: list[float] = []
-
-    def batches(self) -> list[tuple[str, MetricBatch]]:
-        """Pack into arrays, one MetricBatch per run."""
-        run_ids = {k[0] for k in self.keys}
-        if len(run_ids) == 1:
-            keys = [(name, ctx) for _, name, ctx in self.keys]
-            packed = MetricBatch(
-                keys,
-                array("I", self.kidx),
-                array("q", self.steps),
-                array("d", self.values),
-                array("d", self.ts),
+    used = set(kidx)
+    if len(used) == 1:
+        run_id, name, ctx = keys[kidx[0]]
+        return [
+            (
+                run_id,
+                MetricBatch(
+                    [(name, ctx)],
+                    array("I", bytes(4 * len(kidx))),
+                    array("q", steps),
+                    array("d", values),
+                    array("d", ts),
+                ),
             )
-            return [(self.keys[0][0], packed)]
-        out = []
-        for run_id in sorted(run_ids):
-            remap = {i: j for j, i in enumerate(i for i, k in enumerate(self.keys) if k[0] == run_id)}
-            rows = [r for r, k in enumerate(self.kidx) if k in remap]
-            out.append(
-                (
-                    run_id,
-                    MetricBatch(
-                        [(self.keys[i][1], self.keys[i][2]) for i in remap],
-                        array("I", (remap[self.kidx[r]] for r in rows)),
-                        array("q", (self.steps[r] for r in rows)),
-                        array("d", (self.values[r] for r in rows)),
-                        array("d", (self.ts[r] for r in rows)),
-                    ),
-                )
+        ]
+    order = sorted(used)
+    run_ids = {keys[k][0] for k in order}
+    if len(run_ids) == 1:
+        remap = {k: i for i, k in enumerate(order)}
+        packed = MetricBatch(
+            [(keys[k][1], keys[k][2]) for k in order],
+            array("I", map(remap.__getitem__, kidx)),
+            array("q", steps),
+            array("d", values),
+            array("d", ts),
+        )
+        return [(keys[order[0]][0], packed)]
+    out = []
+    for run_id in sorted(run_ids):
+        mine = [k for k in order if keys[k][0] == run_id]
+        remap = {k: i for i, k in enumerate(mine)}
+        rows = [r for r, k in enumerate(kidx) if k in remap]
+        out.append(
+            (
+                run_id,
+                MetricBatch(
+                    [(keys[k][1], keys[k][2]) for k in mine],
+                    array("I", (remap[kidx[r]] for r in rows)),
+                    array("q", (steps[r] for r in rows)),
+                    array("d", (values[r] for r in rows)),
+                    array("d", (ts[r] for r in rows)),
+                ),
             )
-        return out
+        )
+    return out
+
+
+FAST_LANES = getattr(sys, "_is_gil_enabled", lambda: True)()
+"""Whether log calls may skip the writer's lock (see :meth:`Writer.lanes`): they rely on the GIL."""
 
 
 MAX_BACKOFF = 1.0
@@ -428,19 +443,24 @@ class Writer:
         self._interval = flush_interval
         self._batch_size = max(1, batch_size)
         self._max_points = max(self._batch_size, max_buffered_points)
+        self._seal_at = 4 * self._batch_size  # stream items: a locked log call seals a full batch
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._chunk = _Chunk()
+        # Points not yet sealed, flat: key id, step, value, wall time per point. Log calls append
+        # to it with one list.extend (atomic under the GIL), most without taking the lock; sealing
+        # (lock held) takes a prefix of it. The list object itself is never replaced.
+        self.stream: list[Any] = []
+        # True: log calls must take the locked path (_before_append): an error waits to be
+        # raised, the buffer is full (backpressure), or the writer was left behind by fork.
+        self.hold = False
         self._queue: deque[tuple[int, Op]] = deque()
-        self._slots: dict[tuple[str, str, Context], list[Any]] = {}  # see _slot
+        self._keys: list[tuple[str, str, Context]] = []  # key id -> (run id, metric name, context)
+        self._lanes: dict[tuple[str, str, Context], list[Any]] = {}  # see _lane
+        self.run_lanes: dict[str, dict[str, list[Any]]] = {}
+        """Run id -> metric name -> lane, for metrics without context (see :meth:`lanes`)."""
         self._first_step: dict[str, int] = {}  # run id -> first automatic step (a resumed run's)
-        self._logged = 0  # points accepted by log calls
+        self._taken = 0  # points moved from the stream into operations
         self._shipped_points = 0  # points handed to the sink
-        self._chunk_start = 0  # _logged when the open chunk was opened
-        # A log call takes the slow path once _logged reaches _trigger: the open chunk is full,
-        # the buffer is full (backpressure), or an error waits to be raised (trigger 0). One
-        # comparison on the hot path covers all three.
-        self._trigger = self._batch_size
         self._seq = 0  # operations enqueued
         self._shipped = 0  # operations handed to the sink
         self._done = 0  # operations the sink confirmed stored (after a barrier)
@@ -454,14 +474,26 @@ class Writer:
         self._unspooled: deque[tuple[int, Op]] = deque()  # sealed, not yet spooled (spool only)
         self._thread = threading.Thread(target=self._run, name="mltrack-writer", daemon=True)
         self._thread.start()
-        self._spooler: threading.Thread | None = None
-        if spool is not None:
-            # A thread of its own: the spool takes each sealed batch within the flush interval
-            # even while the sink is busy with a slow store (the crash window of a group kill).
-            self._spooler = threading.Thread(target=self._spool_loop, name="mltrack-spooler", daemon=True)
-            self._spooler.start()
+        # A thread of its own seals the stream every half interval, even while the sink is busy
+        # with a slow store: the spool (when on) takes each batch within the flush interval (the
+        # crash window of a group kill), and backpressure holds log calls in time.
+        self._sealer = threading.Thread(target=self._seal_loop, name="mltrack-sealer", daemon=True)
+        self._sealer.start()
 
     # --- called by the training loop -------------------------------------------------
+
+    def lanes(self, run_id: str) -> dict[str, list[Any]]:
+        """The run's lanes by metric name (metrics without context), for log calls' fast path.
+
+        A log call that finds its lane, a float value, an int step and ``hold`` false may skip
+        the lock: it updates the lane (``[highest step, value there, key id]``) and appends
+        ``(key id, step, value, wall time)`` to :attr:`stream` with one ``extend``, in that
+        order and with no call between reading and writing the lane, so no other thread runs
+        in between under the GIL. Lanes are added by the locked path (which validates the
+        name first); ``forget_run`` empties the dict, sending later calls to the locked path.
+        """
+        with self._lock:
+            return self.run_lanes.setdefault(run_id, {})
 
     def log_point(
         self, run_id: str, name: str, value: float, step: int | None, context: Context, ts: float
@@ -471,77 +503,64 @@ class Writer:
         # that is ~60 ns cheaper: a signal handler raising (SIGTERM -> Terminated) right after
         # acquire() returns, before ``try``, would leave the lock held and hang the drain.
         with self._lock:
-            if self._logged >= self._trigger:
+            if self.hold or len(self.stream) >= self._seal_at:
                 self._before_append()
-            slot = self._slots.get((run_id, name, context))
-            if slot is None or slot[2] is not self._chunk:
-                slot = self._slot(run_id, name, context)
+            lane = self._lanes.get((run_id, name, context)) or self._lane(run_id, name, context)
             if step is None:
-                step = slot[0]
-            if step >= slot[0] - 1:  # a new highest step, or the same step again (last wins)
-                slot[0] = step + 1
-                slot[1] = value
-            chunk = self._chunk
-            chunk.kidx.append(slot[3])
-            chunk.steps.append(step)
-            chunk.values.append(value)
-            chunk.ts.append(ts)
-            self._logged += 1
+                step = lane[0] + 1
+            if step >= lane[0]:  # a new highest step, or the same step again (last wins)
+                lane[0] = step
+                lane[1] = value
+            self.stream.extend((lane[2], step, value, ts))
 
     def log_points(
         self, run_id: str, items: Mapping[str, float], step: int | None, context: Context, ts: float
     ) -> None:
-        """Buffer several validated points of one step under one lock."""
+        """Buffer several validated points of one step under one lock, in one append."""
+        flat: list[Any] = []
         with self._lock:
-            if self._logged >= self._trigger:
+            if self.hold or len(self.stream) >= self._seal_at:
                 self._before_append()
-            chunk = self._chunk
-            slots = self._slots
+            lanes = self._lanes
             for name, value in items.items():
-                slot = slots.get((run_id, name, context))
-                if slot is None or slot[2] is not chunk:
-                    slot = self._slot(run_id, name, context)
-                s = slot[0] if step is None else step
-                if s >= slot[0] - 1:
-                    slot[0] = s + 1
-                    slot[1] = value
-                chunk.kidx.append(slot[3])
-                chunk.steps.append(s)
-                chunk.values.append(value)
-                chunk.ts.append(ts)
-            self._logged += len(items)
+                lane = lanes.get((run_id, name, context)) or self._lane(run_id, name, context)
+                s = lane[0] + 1 if step is None else step
+                if s >= lane[0]:
+                    lane[0] = s
+                    lane[1] = value
+                flat += (lane[2], s, value, ts)
+            self.stream.extend(flat)
 
-    def _slot(self, run_id: str, name: str, context: Context) -> list[Any]:
-        """The state of one metric (lock held), registered in the open chunk.
+    def _lane(self, run_id: str, name: str, context: Context) -> list[Any]:
+        """A new metric's state (lock held): ``[highest step, value there, key id]``.
 
-        ``[highest step + 1, value at that step, chunk the index belongs to, index in chunk]``:
-        one dict lookup per log call finds everything the call needs.
+        The value is None until a point is logged; the highest step starts below the run's
+        first automatic step.
         """
         key = (run_id, name, context)
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = [self._first_step.get(run_id, 0), math.nan, None, 0]
-        chunk = self._chunk
-        kid = chunk.key_ids.get(key)
-        if kid is None:
-            kid = chunk.key_ids[key] = len(chunk.keys)
-            chunk.keys.append(key)
-        slot[2] = chunk
-        slot[3] = kid
-        return slot
+        lane = self._lanes[key] = [self._first_step.get(run_id, 0) - 1, None, len(self._keys)]
+        self._keys.append(key)
+        if not context and FAST_LANES:
+            self.run_lanes.setdefault(run_id, {})[name] = lane
+        return lane
 
     def last_values(self, run_id: str) -> dict[tuple[str, Context], float]:
         """Each metric's value at its highest step so far, for one run."""
         with self._lock:
             return {
-                (k[1], k[2]): slot[1] for k, slot in self._slots.items() if k[0] == run_id and slot[0] > 0
+                (k[1], k[2]): lane[1]
+                for k, lane in self._lanes.items()
+                if k[0] == run_id and lane[1] is not None
             }
 
     def forget_run(self, run_id: str) -> None:
-        """Drop the per-metric state of a finished run."""
+        """Drop the per-metric state of a finished run; its log calls take the locked path again."""
         with self._lock:
-            for key in [k for k in self._slots if k[0] == run_id]:
-                del self._slots[key]
+            for key in [k for k in self._lanes if k[0] == run_id]:
+                del self._lanes[key]
+            lanes = self.run_lanes.pop(run_id, None)
+            if lanes is not None:
+                lanes.clear()
             self._first_step.pop(run_id, None)
 
     def resume_steps(
@@ -552,29 +571,31 @@ class Writer:
         ``start_step``: every metric's automatic step starts there instead, new ones included.
         """
         with self._lock:
-            for (name, context), (step, value) in last.items():
-                first = step + 1 if start_step is None else start_step
-                self._slots[(run_id, name, context)] = [first, value, None, 0]
             if start_step is not None:
                 self._first_step[run_id] = start_step
+            for (name, context), (step, value) in last.items():
+                lane = self._lanes.get((run_id, name, context)) or self._lane(run_id, name, context)
+                lane[0] = step if start_step is None else start_step - 1
+                lane[1] = value
 
     def _before_append(self) -> None:
-        """Slow path of a log call (lock held): raise a pending error, wait for space, seal."""
+        """Slow path of a log call (lock held): raise a pending error, wait for space, seal a full batch."""
         if self._error is not None:
             self._raise_error()
-        if self._logged - self._shipped_points >= self._max_points:
+        if self._taken + len(self.stream) // 4 - self._shipped_points >= self._max_points:
             self._wait_for_space()
-        if self._logged - self._chunk_start >= self._batch_size:
+        if len(self.stream) >= self._seal_at:
             self._seal()
             self._cond.notify_all()
-        self._retrigger()
+        self._rehold()
 
-    def _retrigger(self) -> None:
-        """Recompute when the next log call must take the slow path (lock held)."""
-        if self._error is not None:
-            self._trigger = 0
-        else:
-            self._trigger = min(self._shipped_points + self._max_points, self._chunk_start + self._batch_size)
+    def _rehold(self) -> None:
+        """Recompute whether log calls must take the locked path (lock held)."""
+        self.hold = (
+            self._error is not None
+            or self._disowned
+            or self._taken + len(self.stream) // 4 - self._shipped_points >= self._max_points
+        )
 
     def submit(self, hook: str, *, wait: bool = False, **kwargs: Any) -> None:
         """Queue a non-metric operation after every point logged so far; ``wait`` blocks until stored."""
@@ -605,8 +626,7 @@ class Writer:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if self._spooler is not None:
-            self._spooler.join(timeout)
+        self._sealer.join(timeout)
         self._thread.join(timeout)
         self._sink.close()
         if self._spool is not None:
@@ -619,12 +639,12 @@ class Writer:
     @property
     def points_logged(self) -> int:
         """Points accepted by log calls so far."""
-        return self._logged
+        return self._taken + len(self.stream) // 4
 
     @property
     def pending_points(self) -> int:
         """Points logged but not yet handed to the sink."""
-        return self._logged - self._shipped_points
+        return self._taken + len(self.stream) // 4 - self._shipped_points
 
     # --- internals ----------------------------------------------------------------------
 
@@ -633,7 +653,7 @@ class Writer:
         assert err is not None
         if not self._disowned:  # a writer left behind by fork stays unusable
             self._error = None
-            self._retrigger()
+            self._rehold()
         raise err
 
     def disown_after_fork(self, error: BaseException) -> None:
@@ -647,8 +667,9 @@ class Writer:
         self._cond = threading.Condition(self._lock)
         self._disowned = True
         self._error = error
-        self._trigger = 0
-        self._queue.clear()  # the parent ships these
+        self.hold = True
+        self.stream.clear()  # the parent ships these
+        self._queue.clear()
         self._unspooled.clear()
         if self._spool is not None:
             self._spool.release_after_fork()
@@ -661,7 +682,7 @@ class Writer:
         self._seal()
         self._flush_requested = True
         self._cond.notify_all()
-        while self._logged - self._shipped_points >= self._max_points and self._error is None:
+        while self._taken - self._shipped_points >= self._max_points and self._error is None:
             if not self._thread.is_alive():
                 raise BackendError("mltrack writer thread is not running; the buffer cannot drain")
             self._cond.wait(0.5)
@@ -696,21 +717,23 @@ class Writer:
             self._unspooled.append((self._seq, Op(op.hook, op.kwargs, op.points, self._seq)))
         return self._seq
 
-    def _spool_loop(self) -> None:
-        """Seal every half interval and append what is sealed to the spool, then queue it for the sink."""
+    def _seal_loop(self) -> None:
+        """Seal every half interval; with a spool, append what is sealed to it, then queue it for the sink."""
         spool = self._spool
-        while spool is not None:
+        while True:
             with self._cond:
                 if not (self._unspooled or self._closing):
                     self._cond.wait(self._interval / 2)
                 self._seal()
+                self._cond.notify_all()
                 items = list(self._unspooled)
                 self._unspooled.clear()
                 if not items and self._closing:
                     return
             if items:
                 try:
-                    spool.append(items, self._open_finals)
+                    if spool is not None:
+                        spool.append(items, self._open_finals)
                 except Exception as exc:  # the spool only protects; a failure never stops delivery
                     log.error("mltrack: could not spool %d operations: %s", len(items), exc)
                 with self._cond:
@@ -723,9 +746,9 @@ class Writer:
 
         out: dict[str, dict[str, float]] = {}
         with self._lock:
-            for (run_id, name, ctx), slot in self._slots.items():
-                if slot[0] > 0:
-                    out.setdefault(run_id, {})[final_metric_key(name, ctx)] = slot[1]
+            for (run_id, name, ctx), lane in self._lanes.items():
+                if lane[1] is not None:
+                    out.setdefault(run_id, {})[final_metric_key(name, ctx)] = lane[1]
         return out
 
     @property
@@ -734,23 +757,34 @@ class Writer:
         return self._spool
 
     def _seal(self) -> None:
-        """Move the open chunk into the queue as one operation per run (lock held)."""
-        chunk = self._chunk
-        if not chunk.values:
-            return
-        self._chunk = _Chunk()
-        self._chunk_start = self._logged
-        self._retrigger()
+        """Move the stream into the queue, as operations of at most ``batch_size`` points per run (lock held)."""
+        stream = self.stream
+        n = len(stream)  # log calls may append meanwhile: only these n items are taken
+        if n:
+            size = 4 * self._batch_size
+            for start in range(0, n, size):
+                end = min(start + size, n)
+                self._pack_ops(
+                    stream[start:end:4],
+                    stream[start + 1 : end : 4],
+                    stream[start + 2 : end : 4],
+                    stream[start + 3 : end : 4],
+                )
+            del stream[:n]
+            self._taken += n // 4
+        self._rehold()
+
+    def _pack_ops(self, kidx: list[int], steps: list[int], values: list[float], ts: list[float]) -> None:
+        """Queue one ``mltrack_log_metrics`` operation per run of these points (lock held)."""
         try:
-            batches = chunk.batches()
+            batches = _pack(self._keys, kidx, steps, values, ts)
         except Exception as exc:  # validation upstream should make this impossible; never silent
-            lost = len(chunk.values)
+            lost = len(values)
             self._shipped_points += lost
             self.stats.write_errors += 1
             self.stats.points_undelivered += lost
             self.stats.last_error = f"could not pack {lost} points: {type(exc).__name__}: {exc}"
             log.error("mltrack: %s", self.stats.last_error)
-            self._retrigger()
             return
         for run_id, batch in batches:
             self._enqueue(Op("mltrack_log_metrics", {"run_id": run_id, "batch": batch}, len(batch)))
@@ -785,7 +819,7 @@ class Writer:
                 with self._cond:
                     self._shipped = seq
                     self._shipped_points += op.points
-                    self._retrigger()
+                    self._rehold()
                     self._cond.notify_all()
             if barrier:
                 try:
@@ -793,7 +827,7 @@ class Writer:
                 except BaseException as exc:
                     with self._cond:
                         self._error = exc
-                        self._retrigger()
+                        self._rehold()
             with self._cond:
                 if barrier:
                     self._done = self._shipped
