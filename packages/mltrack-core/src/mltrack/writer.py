@@ -444,6 +444,9 @@ class Writer:
         self._batch_size = max(1, batch_size)
         self._max_points = max(self._batch_size, max_buffered_points)
         self._seal_at = 4 * self._batch_size  # stream items: a locked log call seals a full batch
+        # Lock-free calls are held a batch before the limit: the sealer notices only twice per
+        # flush interval, and what they add meanwhile should not pass max_buffered_points.
+        self._hold_at = max(self._max_points - self._batch_size, self._max_points // 2)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         # Points not yet sealed, flat: key id, step, value, wall time per point. Log calls append
@@ -594,7 +597,7 @@ class Writer:
         self.hold = (
             self._error is not None
             or self._disowned
-            or self._taken + len(self.stream) // 4 - self._shipped_points >= self._max_points
+            or self._taken + len(self.stream) // 4 - self._shipped_points >= self._hold_at
         )
 
     def submit(self, hook: str, *, wait: bool = False, **kwargs: Any) -> None:
