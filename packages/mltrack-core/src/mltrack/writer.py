@@ -443,7 +443,7 @@ class Writer:
         self._interval = flush_interval
         self._batch_size = max(1, batch_size)
         self._max_points = max(self._batch_size, max_buffered_points)
-        self._seal_at = 4 * self._batch_size  # stream items: a locked log call seals a full batch
+        self._seal_at = 4 * self._batch_size  # stream items in a batch: a locked log call seals a full one
         # Lock-free calls are held a batch before the limit: the sealer notices only twice per
         # flush interval, and what they add meanwhile should not pass max_buffered_points.
         self._hold_at = max(self._max_points - self._batch_size, self._max_points // 2)
@@ -585,7 +585,7 @@ class Writer:
         """Slow path of a log call (lock held): raise a pending error, wait for space, seal a full batch."""
         if self._error is not None:
             self._raise_error()
-        if self._taken + len(self.stream) // 4 - self._shipped_points >= self._max_points:
+        if self.pending_points >= self._max_points:
             self._wait_for_space()
         if len(self.stream) >= self._seal_at:
             self._seal()
@@ -594,11 +594,7 @@ class Writer:
 
     def _rehold(self) -> None:
         """Recompute whether log calls must take the locked path (lock held)."""
-        self.hold = (
-            self._error is not None
-            or self._disowned
-            or self._taken + len(self.stream) // 4 - self._shipped_points >= self._hold_at
-        )
+        self.hold = self._error is not None or self._disowned or self.pending_points >= self._hold_at
 
     def submit(self, hook: str, *, wait: bool = False, **kwargs: Any) -> None:
         """Queue a non-metric operation after every point logged so far; ``wait`` blocks until stored."""
@@ -685,7 +681,7 @@ class Writer:
         self._seal()
         self._flush_requested = True
         self._cond.notify_all()
-        while self._taken - self._shipped_points >= self._max_points and self._error is None:
+        while self.pending_points >= self._max_points and self._error is None:
             if not self._thread.is_alive():
                 raise BackendError("mltrack writer thread is not running; the buffer cannot drain")
             self._cond.wait(0.5)
@@ -764,9 +760,8 @@ class Writer:
         stream = self.stream
         n = len(stream)  # log calls may append meanwhile: only these n items are taken
         if n:
-            size = 4 * self._batch_size
-            for start in range(0, n, size):
-                end = min(start + size, n)
+            for start in range(0, n, self._seal_at):
+                end = min(start + self._seal_at, n)
                 self._pack_ops(
                     stream[start:end:4],
                     stream[start + 1 : end : 4],
