@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,3 +61,28 @@ def test_mltrack_ui_serves_the_log_folder_with_tensorboard(tb_config: TrackingCo
         time.sleep(0.2)
     else:
         raise AssertionError("tensorboard's process group is still alive")
+
+
+def test_sigterm_right_after_the_ui_announces_itself_stops_it_cleanly(tb_dir: Path) -> None:
+    # A TERM sent the moment the URL is printed once killed the command before its handler
+    # was set: no "UI stopped.", exit -15, the UI left to its guard.
+    env = env_without(("ML_", "MLTRACK_"))
+    env.update(ML_TRACKING_BACKEND="tensorboard", ML_STORAGE_PATH=str(tb_dir))
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mltrack", "ui", "--port", str(free_port())],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert line.startswith("tensorboard UI: http://127.0.0.1:"), line + err
+        assert (proc.returncode, out) == (0, "UI stopped.\n"), err
+        ui_pid = int(line.split("(pid ")[1].split(";")[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(ui_pid, 0)
+            raise AssertionError(f"tensorboard's process group {ui_pid} outlived 'UI stopped.'")

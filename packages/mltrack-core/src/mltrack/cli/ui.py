@@ -22,17 +22,22 @@ def ui(host: str, port: int | None) -> None:
 
     backends = get_plugin_host().activate(read_config(), tolerate_secondary=True)
     click.get_current_context().call_on_close(backends.close)
-    handle = backends.open_ui(host, port)
-    if handle is None:
-        raise click.ClickException(f"backend {backends.primary!r} has no web UI")
-    click.echo(f"{backends.primary} UI: {handle.url}  (pid {handle.pid}; Ctrl-C to stop)")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM stops it as Ctrl-C does, from before the UI starts: a TERM that came between
+    # the announcement below and a handler set after it killed this process, leaving
+    # the UI to its guard and never saying "UI stopped.". A UI still starting is stopped
+    # by open_ui's own cleanup when the KeyboardInterrupt reaches it.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    handle = None
     try:
-        while not stop.wait(0.5):
-            pass
+        handle = backends.open_ui(host, port)
+        if handle is None:
+            raise click.ClickException(f"backend {backends.primary!r} has no web UI")
+        click.echo(f"{backends.primary} UI: {handle.url}  (pid {handle.pid}; Ctrl-C to stop)")
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
-        handle.stop()
-        click.echo("UI stopped.")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second TERM ends it at once; the guard ends the UI
+        if handle is not None:
+            handle.stop()
+            click.echo("UI stopped.")
