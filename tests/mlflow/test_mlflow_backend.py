@@ -119,6 +119,30 @@ def test_a_run_read_running_just_before_its_writer_finished_and_died_stays_compl
     assert stored.data.tags[m.STATUS_TAG] == "completed"
 
 
+def test_a_crashed_runs_final_metrics_are_the_stores_latest_not_a_stale_reads(
+    backend: MlflowBackend, mlflow_dir: Path
+) -> None:
+    """Points can reach a run after its writer died (the spool's recovery delivers them) and
+    after a reader's snapshot: the CRASHED mark stores the final metrics the store holds then."""
+    run = _run("b2" * 12)
+    backend.mltrack_create_run(run)
+    backend.mltrack_log_metrics(run.id, _batch("loss", [0, 1], [2.0, 1.0]))
+    mlflow_id = backend._ids[run.id]
+    backend._log_tags(mlflow_id, {m.WRITER_TAG: f"{socket.gethostname()} {_dead_pid()} 0"})
+    reader = MlflowBackend.from_config(BackendConfig("mlflow", storage_path=str(mlflow_dir)))
+    try:
+        stale = reader.access.get_run(mlflow_id)
+        backend.mltrack_log_metrics(run.id, _batch("loss", [2], [0.25]))  # delivered after that read
+        summary = reader._summary(stale, {})
+    finally:
+        reader.close()
+    assert summary.status is ExperimentStatus.CRASHED
+    assert summary.final_metrics == {"loss": 0.25}
+    backend.close()
+    again = backend.mltrack_get_run(run.id)
+    assert again is not None and again.final_metrics == {"loss": 0.25}
+
+
 def test_run_written_on_another_host_or_by_a_live_process_stays_running(backend: MlflowBackend) -> None:
     for run_id, writer in (("d" * 24, "elsewhere 1 0"), ("e" * 24, None)):
         backend.mltrack_create_run(_run(run_id))

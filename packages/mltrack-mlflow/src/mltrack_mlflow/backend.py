@@ -315,8 +315,9 @@ class MlflowBackend:
                     # What was read is older than the writer's end: it finished (or a new writer
                     # resumed) the run before it went. Judge the run as it is now.
                     return self._summary(fresh, experiments)
-                crashed = self._mark_crashed(run)
-                status, end, final_metrics = ExperimentStatus.CRASHED, crashed, latest(run)
+                now = fresh if fresh is not None else run  # points may have come after `run` was read
+                crashed = self._mark_crashed(now)
+                status, end, final_metrics = ExperimentStatus.CRASHED, crashed, latest(now)
         else:  # a run MLflow wrote itself
             config = {k: m.parse_param(v) for k, v in data.params.items()}
             final_metrics = {k: m.from_mlflow_value(float(v)) for k, v in data.metrics.items()}
