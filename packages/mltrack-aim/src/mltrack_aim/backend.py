@@ -529,9 +529,11 @@ class AimBackend:
             if self.repo.is_remote_repo:
                 # Release the server-side resources now, while the server is surely up,
                 # rather than from a garbage-collection finalizer at some later point.
-                internals.wait_remote(self.repo)
-                drop_read_snapshots(self.repo)
-                gc.collect()
+                try:
+                    internals.wait_remote(self.repo)  # raises writes the server refused, after the rest
+                finally:
+                    drop_read_snapshots(self.repo)
+                    gc.collect()
 
 
 EMPTY_KEY = "(empty)"

@@ -267,6 +267,40 @@ def watch_remote(repo: Any) -> None:
     if repo.is_remote_repo:
         with translate(repo, "connecting to the Aim server"):
             repo._client.ws  # noqa: B018 - the property opens the connection
+        _keep_queue_alive(repo._client.get_queue())
+
+
+def _keep_queue_alive(queue: Any) -> None:
+    """Keep an ``aim://`` client's write queue working when the server refuses a write.
+
+    Aim's queue thread retries a write only on ``ConnectionClosedError``; any other error (the
+    server's reply to a refused write, a connection closed with a normal code) ends the
+    thread, and every later wait on the queue, which each mltrack write does, hangs until
+    mltrack's hook timeout cuts the backend off. Here such a write is recorded and dropped
+    (the server closed the connection after refusing it, so the queue reconnects), and the
+    next :func:`wait_remote` raises it, so the points it carried are retried or counted, not
+    lost in silence.
+    """
+    if getattr(queue, "_mltrack_refused", None) is not None:
+        return
+    from websockets.exceptions import ConnectionClosed
+
+    queue._mltrack_refused = refused = []
+    attempt = queue._try_exec_task
+
+    def try_exec_task(task_f: Any, *args: Any) -> bool:
+        try:
+            return bool(attempt(task_f, *args))
+        except ConnectionClosed:  # closed with a normal code: reconnect and send again, as Aim does
+            queue._needs_reconnect = True
+            time.sleep(queue.retry_interval)
+            return False
+        except Exception as exc:
+            refused.append(exc)
+            queue._needs_reconnect = True
+            return True
+
+    queue._try_exec_task = try_exec_task  # the thread looks it up for every write
 
 
 def _connection_closed(client: Any) -> bool:
@@ -304,10 +338,12 @@ def across_server_restarts(repo: Any, what: str) -> Iterator[None]:
             raise
         queue = client.get_queue()
         # A queue holding writes reconnects by itself before it sends them; a second reconnect
-        # would register every handle twice.
-        if not (queue._needs_reconnect or queue._queue.unfinished_tasks):
+        # would register every handle twice. An idle queue told to reconnect (a refused write,
+        # see _keep_queue_alive) would do so only at its next write, after reads had failed.
+        if not queue._queue.unfinished_tasks:
             try:
                 client.reconnect()
+                queue._needs_reconnect = False
             except Exception as down:
                 raise BackendError(
                     f"aim backend: {what}: the Aim server {client.remote_path} does not answer ({down})"
@@ -322,8 +358,17 @@ def wait_remote(repo: Any) -> None:
     """Return once an ``aim://`` client's queue has sent every write (a no-op for local repositories)."""
     if not repo.is_remote_repo:
         return
+    queue = repo._client.get_queue()
     with translate(repo, "sending writes to the Aim server"):
-        repo._client.get_queue().wait_for_finish()
+        queue.wait_for_finish()
+    refused = getattr(queue, "_mltrack_refused", None)
+    if refused:
+        first, count = refused[0], len(refused)
+        del refused[:count]
+        raise BackendError(
+            f"aim backend: the Aim server {repo._client.remote_path} refused {count} write(s) "
+            f"({type(first).__name__}: {first})"
+        ) from first
 
 
 # --- read snapshots and the index ------------------------------------------------------------
