@@ -30,9 +30,13 @@ def collect(
     timeout: float = 30.0,
     replay: bool = True,
     check_every: float = 0.5,
+    into: list[LiveEvent] | None = None,
 ) -> list[LiveEvent]:
-    """Events of a subscription until ``until(event)`` is true (default: the run's final event) or ``timeout``."""
-    events: list[LiveEvent] = []
+    """Events of a subscription until ``until(event)`` is true (default: the run's final event) or ``timeout``.
+
+    ``into``: a list the events are appended to as they arrive (for a caller watching from another thread).
+    """
+    events: list[LiveEvent] = [] if into is None else into
     stop = until or (lambda event: event.is_final)
 
     async def main() -> None:
