@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,56 +45,47 @@ def _log_within(backend: AimBackend, run_id: str, steps: list[int], seconds: flo
     return outcome[0]
 
 
-def _close_within(backend: AimBackend, seconds: float) -> None:
-    """Close the backend; a queue that hung must fail the test, not hang it too."""
-    closer = threading.Thread(target=backend.close, daemon=True)
-    closer.start()
-    closer.join(seconds)
-
-
-def test_a_refused_write_is_raised_by_the_next_write_and_later_writes_are_stored(
-    aim_server: AimProcess, tmp_path: Path
-) -> None:
-    # Aim's client queue kept retrying only closed connections: any other error in a queued
-    # write ended its thread, and every later write waited on the queue for ever.
+@pytest.fixture
+def backend(aim_server: AimProcess, tmp_path: Path) -> Iterator[AimBackend]:
+    """mltrack's Aim backend on the real server; closed within 60 s (a hung queue must fail the test, not hang it)."""
     backend = AimBackend.from_config(
         BackendConfig("aim", options={"repo_path": aim_server.address, "artifacts_dir": str(tmp_path)})
     )
-    try:
-        run = ExperimentRun(id="5e" * 12, experiment_name="refusals")
-        backend.mltrack_create_run(run)
-        backend.mltrack_log_metrics(run.id, _batch([0, 1]))
-        client = backend.repo._client
-        tree = backend._runs[run.id].meta_run_tree.tree
-        # A write the server refuses (its tree has no such method), queued as Aim queues writes.
-        client.run_instruction(tree._hash, tree._handler, "no_such_method", (), is_write_only=True)
+    yield backend
+    closer = threading.Thread(target=backend.close, daemon=True)
+    closer.start()
+    closer.join(60)
 
-        error = _log_within(backend, run.id, [2, 3], 30)
-        assert isinstance(error, BackendError)
-        assert "refused 1 write" in str(error) and "no_such_method" in str(error)
-        assert _log_within(backend, run.id, [2, 3], 30) is None  # as mltrack's writer retries it
-        assert _log_within(backend, run.id, [4, 5], 30) is None
-        (series,) = backend.mltrack_get_metrics(run.id, ["loss"]) or []
-        assert series.steps.tolist() == [0, 1, 2, 3, 4, 5]
-        assert series.values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    finally:
-        _close_within(backend, 60)
+
+def test_a_refused_write_is_raised_by_the_next_write_and_later_writes_are_stored(backend: AimBackend) -> None:
+    # Aim's client queue kept retrying only closed connections: any other error in a queued
+    # write ended its thread, and every later write waited on the queue for ever.
+    run = ExperimentRun(id="5e" * 12, experiment_name="refusals")
+    backend.mltrack_create_run(run)
+    backend.mltrack_log_metrics(run.id, _batch([0, 1]))
+    client = backend.repo._client
+    tree = backend._runs[run.id].meta_run_tree.tree
+    # A write the server refuses (its tree has no such method), queued as Aim queues writes.
+    client.run_instruction(tree._hash, tree._handler, "no_such_method", (), is_write_only=True)
+
+    error = _log_within(backend, run.id, [2, 3], 30)
+    assert isinstance(error, BackendError)
+    assert "refused 1 write" in str(error) and "no_such_method" in str(error)
+    assert _log_within(backend, run.id, [2, 3], 30) is None  # as mltrack's writer retries it
+    assert _log_within(backend, run.id, [4, 5], 30) is None
+    (series,) = backend.mltrack_get_metrics(run.id, ["loss"]) or []
+    assert series.steps.tolist() == [0, 1, 2, 3, 4, 5]
+    assert series.values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
 
 
 @pytest.mark.parametrize("code", [1000, 1001])
 def test_a_connection_the_server_closes_normally_is_reopened_and_the_write_sent(
-    aim_server: AimProcess, tmp_path: Path, code: int
+    backend: AimBackend, code: int
 ) -> None:
     # A close with a normal code raises ConnectionClosedOK, which Aim's queue did not retry.
-    backend = AimBackend.from_config(
-        BackendConfig("aim", options={"repo_path": aim_server.address, "artifacts_dir": str(tmp_path)})
-    )
-    try:
-        run = ExperimentRun(id=f"{code:04d}" * 6, experiment_name="refusals")
-        backend.mltrack_create_run(run)
-        backend.repo._client.ws.close(code)
-        assert _log_within(backend, run.id, [0, 1], 30) is None
-        (series,) = backend.mltrack_get_metrics(run.id, ["loss"]) or []
-        assert series.steps.tolist() == [0, 1]
-    finally:
-        _close_within(backend, 60)
+    run = ExperimentRun(id=f"{code:04d}" * 6, experiment_name="refusals")
+    backend.mltrack_create_run(run)
+    backend.repo._client.ws.close(code)
+    assert _log_within(backend, run.id, [0, 1], 30) is None
+    (series,) = backend.mltrack_get_metrics(run.id, ["loss"]) or []
+    assert series.steps.tolist() == [0, 1]
